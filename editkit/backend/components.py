@@ -1,0 +1,80 @@
+"""Loading the diffusion components (UNet, VAE, text encoder, tokenizer, scheduler config).
+
+Sources: a local folder in the diffusers layout (``unet/``, ``vae/``, ``text_encoder/``,
+``tokenizer/``, ``scheduler/``; safetensors weights), a hub id (needs network or a filled cache),
+or the built-in name ``"editworld"`` for the committed tiny weights trained on EditWorld.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import GuideLoadError
+
+#: Folder of the committed tiny EditWorld weights (diffusers layout).
+EDITWORLD_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "editworld"
+
+BUILTIN_SOURCES = {"editworld": EDITWORLD_WEIGHTS}
+
+
+def resolve_source(source: str | Path) -> str:
+    """Map a built-in name to its folder; keep local paths and hub ids as they are."""
+    if isinstance(source, Path):
+        return str(source)
+    if source in BUILTIN_SOURCES:
+        return str(BUILTIN_SOURCES[source])
+    return source
+
+
+@dataclass
+class Components:
+    unet: Any
+    vae: Any
+    scheduler_config: dict[str, Any]
+    text_encoder: Any = None
+    tokenizer: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _load(cls, source: str, subfolder: str, **kwargs):
+    try:
+        return cls.from_pretrained(source, subfolder=subfolder, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GuideLoadError(f"cannot load {subfolder} from '{source}': {first}") from None
+
+
+def load_components(source: str | Path, *, text: bool = True, unet_subfolder: str = "unet") -> Components:
+    """Load all components from a diffusers-layout folder or hub id (safetensors only)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    src = resolve_source(source)
+    local = Path(src)
+    if local.exists() and not local.is_dir():
+        raise GuideLoadError(f"'{src}' is a file; expected a folder in the diffusers layout or a hub id")
+    if local.is_dir() and not (local / unet_subfolder).is_dir():
+        raise GuideLoadError(f"'{src}' has no '{unet_subfolder}/' folder (expected the diffusers layout)")
+    unet = _load(UNet2DConditionModel, src, unet_subfolder, use_safetensors=True)
+    vae = _load(AutoencoderKL, src, "vae", use_safetensors=True)
+    scheduler_config = _scheduler_config(src)
+    text_encoder = tokenizer = None
+    if text:
+        from transformers import AutoTokenizer, CLIPTextModel
+
+        text_encoder = _load(CLIPTextModel, src, "text_encoder", use_safetensors=True)
+        tokenizer = _load(AutoTokenizer, src, "tokenizer")
+    return Components(unet=unet, vae=vae, scheduler_config=scheduler_config, text_encoder=text_encoder, tokenizer=tokenizer)
+
+
+def _scheduler_config(src: str) -> dict[str, Any]:
+    local = Path(src) / "scheduler" / "scheduler_config.json"
+    if local.is_file():
+        return json.loads(local.read_text())
+    from diffusers import DDIMScheduler
+
+    try:
+        return dict(DDIMScheduler.load_config(src, subfolder="scheduler"))
+    except (OSError, ValueError) as exc:
+        raise GuideLoadError(f"cannot load the scheduler config from '{src}': {exc}") from None

@@ -1,0 +1,322 @@
+"""The shared latent-diffusion backend: encode, sample with guide-supplied conditioning, decode.
+
+One object per set of weights and device/dtype; guides that share weights share the object
+(see :class:`editkit.backend.cache.BackendCache`). The sampling loop runs all guidance branches in
+one batched UNet call per step and does no autograd work unless a guide asks for gradient guidance.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..types import Conditioning, EditRequest, StepState
+from .components import Components
+from .images import crop_to, pad_to_multiple, pil_to_tensor, tensor_to_pil
+from .schedulers import make_scheduler
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+    from ..guide import Guide
+
+
+class LatentDiffusionBackend:
+    def __init__(self, components: Components, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.unet = _place(components.unet, self.device, dtype)
+        self.vae = _place(components.vae, self.device, dtype)
+        self.text_encoder = components.text_encoder
+        if self.text_encoder is not None:
+            self.text_encoder = _place(self.text_encoder, self.device, dtype)
+        self.tokenizer = components.tokenizer
+        self.scheduler_config = components.scheduler_config
+        self.extra = components.extra
+        self.unet.set_attn_processor(_sdpa_processor())
+        self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.scaling_factor = float(self.vae.config.scaling_factor)
+
+    # ------------------------------------------------------------------ images and text
+    @torch.inference_mode()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """Token embeddings (B, L, D) of the text encoder's last layer."""
+        if self.text_encoder is None or self.tokenizer is None:
+            raise RuntimeError("this backend has no text encoder; supply precomputed embeddings")
+        tok = self.tokenizer(
+            prompts, padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length,
+            return_tensors="pt",
+        )
+        return self.text_encoder(tok.input_ids.to(self.device))[0]
+
+    def images_to_tensor(self, images: list["Image.Image"]) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = pil_to_tensor(images)
+        x, size = pad_to_multiple(x, self.vae_factor)
+        return x.to(self.device, self.dtype), size
+
+    @torch.inference_mode()
+    def encode(self, pixels: torch.Tensor, *, scaled: bool) -> torch.Tensor:
+        """VAE posterior mode of pixels in [-1, 1]; scaled by the VAE factor only when ``scaled``.
+
+        InstructPix2Pix image conditioning uses unscaled latents; latents that are denoised are scaled.
+        """
+        latents = self.vae.encode(pixels).latent_dist.mode()
+        return latents * self.scaling_factor if scaled else latents
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents / self.scaling_factor).sample
+
+    # ------------------------------------------------------------------ sampling
+    def generate(
+        self,
+        cond: Conditioning,
+        request: EditRequest,
+        *,
+        hooks: "Guide | None" = None,
+        steps: int = 20,
+        scheduler: str = "ddim",
+        progress: bool = True,
+        timings: dict[str, float] | None = None,
+        callback: Callable[[StepState], None] | None = None,
+        num_candidates: int = 1,
+    ) -> list["Image.Image"]:
+        """Run one edit batch and return PIL images at the input size.
+
+        With ``num_candidates`` K > 1 the batch holds K samples per request image (seeds
+        ``seed_i * 1000 + k``), returned in request order, candidates of one image adjacent.
+        """
+        timings = {} if timings is None else timings
+        t0 = time.perf_counter()
+        pixels, size = self.images_to_tensor(request.images)
+        seeds = request.seeds()
+        if num_candidates > 1:
+            pixels = pixels.repeat_interleave(num_candidates, 0)
+            seeds = [s * 1000 + k for s in seeds for k in range(num_candidates)]
+            cond = _repeat_conditioning(cond, num_candidates)
+        source_latents = None
+        if cond.mode in ("ip2p", "sdedit"):
+            source_latents = self.encode(pixels, scaled=cond.mode == "sdedit")
+        self._sync()
+        timings["encode"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        latents = self.sample(
+            cond, seeds, height=pixels.shape[-2], width=pixels.shape[-1], source_latents=source_latents,
+            hooks=hooks, steps=steps, scheduler=scheduler, progress=progress, callback=callback,
+        )
+        self._sync()
+        timings["denoise"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        images = tensor_to_pil(crop_to(self.decode(latents), size))
+        timings["decode"] = time.perf_counter() - t0
+        return images
+
+    def sample(
+        self,
+        cond: Conditioning,
+        seeds: list[int],
+        *,
+        height: int,
+        width: int,
+        source_latents: torch.Tensor | None = None,
+        hooks: "Guide | None" = None,
+        steps: int = 20,
+        scheduler: str = "ddim",
+        progress: bool = True,
+        callback: Callable[[StepState], None] | None = None,
+    ) -> torch.Tensor:
+        """The denoising loop; returns scaled latents (B, 4, h, w)."""
+        sched = make_scheduler(scheduler, self.scheduler_config)
+        sched.set_timesteps(steps, device=self.device)
+        timesteps = sched.timesteps
+        batch = len(seeds)
+        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        shape = (batch, self.unet.config.out_channels, height // self.vae_factor, width // self.vae_factor)
+        noise = _randn(shape, generators).to(self.device, self.dtype)
+
+        if cond.mode == "sdedit":
+            if source_latents is None:
+                raise ValueError("sdedit mode needs source latents")
+            start = min(int(round(steps * (1.0 - cond.strength))), steps - 1)
+            timesteps = timesteps[start:]
+            latents = sched.add_noise(source_latents, noise, timesteps[:1].repeat(batch))
+        elif cond.init_latents is not None:
+            latents = cond.init_latents.to(self.device, self.dtype)
+        else:
+            latents = noise * sched.init_noise_sigma
+
+        denoiser = _Denoiser(self.unet, cond, source_latents, batch, self.device, self.dtype)
+        use_step_hook = hooks is not None and hooks.hooks_used()["on_step"]
+        use_grad = hooks is not None and hooks.hooks_used()["guidance_loss"]
+        if use_grad and not hasattr(sched, "alphas_cumprod") or (use_grad and scheduler == "euler_ancestral"):
+            raise ValueError("gradient guidance needs the ddim or ddpm scheduler")
+        step_kwargs: dict[str, Any] = {"generator": generators} if scheduler != "ddim" else {}
+        # inference_mode is cheapest; gradient guidance needs ordinary tensors, so it uses no_grad.
+        no_autograd = torch.no_grad if use_grad else torch.inference_mode
+        if use_grad:
+            denoiser.make_differentiable()
+            latents = latents.clone()
+
+        bar = tqdm(timesteps, desc="denoise", disable=not progress, leave=False)
+        for i, t in enumerate(bar):
+            if use_grad:
+                noise_pred = self._guided_noise(denoiser, sched, latents, t, i, hooks)
+            else:
+                with no_autograd():
+                    noise_pred = denoiser(sched.scale_model_input(latents, t), t)
+            with no_autograd():
+                out = sched.step(noise_pred, t, latents, **step_kwargs)
+            latents = out.prev_sample
+            if use_step_hook or callback is not None:
+                state = StepState(
+                    step=i, timestep=t, latents=latents, noise_pred=noise_pred,
+                    pred_x0=getattr(out, "pred_original_sample", None),
+                )
+                state.extra = {"scheduler": sched, "timesteps": timesteps, "noise": noise}  # type: ignore[attr-defined]
+                if use_step_hook:
+                    replaced = hooks.on_step(state)
+                    if replaced is not None:
+                        latents = replaced
+                        state.latents = replaced
+                if callback is not None:
+                    callback(state)
+        return latents
+
+    def _guided_noise(self, denoiser, sched, latents, t, i, hooks) -> torch.Tensor:
+        """Classifier-style guidance: shift the noise prediction by the gradient of the guide's loss on x0."""
+        alpha_bar = sched.alphas_cumprod.to(self.device)[int(t)].to(self.dtype)
+        with torch.enable_grad():
+            x = latents.detach().requires_grad_(True)
+            eps = denoiser(sched.scale_model_input(x, t), t)
+            pred_x0 = (x - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+            loss = hooks.guidance_loss(pred_x0, StepState(step=i, timestep=t, latents=x, pred_x0=pred_x0))
+            if loss is None:
+                return eps.detach()
+            grad = torch.autograd.grad(loss, x)[0]
+        return (eps + (1 - alpha_bar).sqrt() * grad).detach()
+
+    # ------------------------------------------------------------------ inversion
+    @torch.inference_mode()
+    def invert(
+        self,
+        latents: torch.Tensor,
+        cond: torch.Tensor,
+        *,
+        steps: int = 50,
+        image_latents: torch.Tensor | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Deterministic DDIM inversion (no guidance): scaled clean latents -> the noise that regenerates them.
+
+        Regenerating the result with the DDIM scheduler (eta 0), the same ``steps`` and the same
+        conditioning reproduces ``latents`` up to the discretisation error.
+        """
+        sched = make_scheduler("ddim", self.scheduler_config)
+        sched.set_timesteps(steps, device=self.device)
+        alphas = sched.alphas_cumprod.to(self.device, torch.float32)
+        ts = sched.timesteps.flip(0)  # ascending
+        x = latents.to(self.device, self.dtype)
+        for i, t in enumerate(tqdm(ts, desc="invert", disable=not progress, leave=False)):
+            a_prev = alphas[int(ts[i - 1])] if i > 0 else sched.final_alpha_cumprod.to(self.device)
+            a_t = alphas[int(t)]
+            inp = x if image_latents is None else torch.cat([x, image_latents], dim=1)
+            eps = self.unet(inp, t, encoder_hidden_states=cond).sample.float()
+            x0 = (x.float() - (1 - a_prev).sqrt() * eps) / a_prev.sqrt()
+            x = (a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps).to(self.dtype)
+        return x
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+class _Denoiser:
+    """Guidance-combined noise prediction with every branch in one batched UNet call.
+
+    ip2p: branches (c_T, c_I), (null_T, c_I), (null_T, 0) and
+    eps = e_uncond + s_T (e_cond - e_img) + s_I (e_img - e_uncond).
+    Two-branch CFG otherwise; a single branch when no null is given.
+    """
+
+    def __init__(self, unet, cond: Conditioning, source_latents, batch: int, device, dtype):
+        self.unet = unet
+        self.mode = cond.mode
+        self.text_scale = cond.text_scale
+        self.image_scale = cond.image_scale
+        c = _expand(cond.cond.to(device, dtype), batch)
+        n = _expand(cond.null.to(device, dtype), batch) if cond.null is not None else None
+        if self.mode == "ip2p":
+            if n is None:
+                raise ValueError("ip2p sampling needs the guide's null conditioning")
+            img = source_latents
+            self.branches = 3
+            self.context = torch.cat([c, n, n])
+            self.image_cond = torch.cat([img, img, torch.zeros_like(img)])
+        else:
+            self.image_cond = None
+            if n is not None and self.text_scale != 1.0:
+                self.branches = 2
+                self.context = torch.cat([c, n])
+            else:
+                self.branches = 1
+                self.context = c
+        self.added = cond.extra.get("unet_kwargs", {})
+
+    def make_differentiable(self) -> None:
+        """Copy inference-mode tensors so they can take part in autograd (gradient guidance)."""
+        self.context = self.context.clone()
+        if self.image_cond is not None:
+            self.image_cond = self.image_cond.clone()
+
+    def __call__(self, latents: torch.Tensor, t) -> torch.Tensor:
+        x = latents.repeat(self.branches, 1, 1, 1) if self.branches > 1 else latents
+        if self.image_cond is not None:
+            x = torch.cat([x, self.image_cond], dim=1)
+        eps = self.unet(x, t, encoder_hidden_states=self.context, **self.added).sample
+        if self.branches == 3:
+            e_cond, e_img, e_unc = eps.chunk(3)
+            return e_unc + self.text_scale * (e_cond - e_img) + self.image_scale * (e_img - e_unc)
+        if self.branches == 2:
+            e_cond, e_unc = eps.chunk(2)
+            return e_unc + self.text_scale * (e_cond - e_unc)
+        return eps
+
+
+def _place(module, device: torch.device, dtype: torch.dtype):
+    module = module.to(device)
+    if next(module.parameters()).dtype != dtype:
+        module = module.to(dtype=dtype)
+    return module.eval().requires_grad_(False)
+
+
+def _expand(x: torch.Tensor, batch: int) -> torch.Tensor:
+    return x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 and batch > 1 else x
+
+
+def _repeat_conditioning(cond: Conditioning, k: int) -> Conditioning:
+    from dataclasses import replace
+
+    def rep(x):
+        return None if x is None or x.shape[0] == 1 else x.repeat_interleave(k, 0)
+
+    return replace(
+        cond,
+        cond=cond.cond.repeat_interleave(k, 0) if cond.cond.shape[0] > 1 else cond.cond,
+        null=rep(cond.null) if cond.null is not None and cond.null.shape[0] > 1 else cond.null,
+        init_latents=rep(cond.init_latents),
+    )
+
+
+def _randn(shape, generators: list[torch.Generator]) -> torch.Tensor:
+    """Per-sample noise: sample i depends only on its own generator, so batching does not change it."""
+    return torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in generators])
+
+
+def _sdpa_processor():
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    return AttnProcessor2_0()

@@ -1,0 +1,40 @@
+"""Pydantic base models for every configuration in editkit (guides, backend, evaluation specs)."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import GuideConfigError
+
+
+class EditkitModel(BaseModel):
+    """Strict, immutable config: unknown keys are errors, values are validated on creation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+
+Device = Literal["auto", "cpu", "cuda", "mps"] | str
+
+
+class GuideConfig(EditkitModel):
+    """Options every guide understands. Guides subclass this and add their own fields."""
+
+    device: str = Field("cpu", description="Torch device: 'cpu', 'cuda', 'cuda:1', or 'auto' (cuda when available).")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="Compute dtype of the models; half precision needs a GPU."
+    )
+    progress: bool = Field(True, description="Show a tqdm progress bar over the denoising steps.")
+
+
+def validate_config(guide_name: str, config_cls: type[EditkitModel], options: dict[str, Any]) -> EditkitModel:
+    """Validate ``options`` into ``config_cls``; errors become :class:`GuideConfigError` naming the option."""
+    try:
+        return config_cls.model_validate(options)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        option = ".".join(str(p) for p in err.get("loc", ())) or "<config>"
+        if err.get("type") == "extra_forbidden":
+            known = ", ".join(sorted(config_cls.model_fields))
+            raise GuideConfigError(guide_name, option, f"unknown option (known: {known})") from None
+        raise GuideConfigError(guide_name, option, f"{err.get('msg')} (got {err.get('input')!r})") from None

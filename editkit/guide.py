@@ -1,0 +1,124 @@
+"""The Guide contract: what a plugin implements to turn an edit request into backend conditioning."""
+from __future__ import annotations
+
+import abc
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .config import GuideConfig, validate_config
+from .errors import InvalidInputError, MissingInputError
+from .types import Conditioning, EditRequest, EditResult, StepState
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .backend import BackendCache, LatentDiffusionBackend
+
+
+class Guide(abc.ABC):
+    """Base class of every guide.
+
+    Life cycle: ``Guide(config)`` (cheap, validated) -> ``load(backends)`` (weights, heavy imports)
+    -> ``edit(request)`` any number of times. ``edit`` checks the declared inputs, calls
+    ``prepare`` for the conditioning (including the guide's own null conditioning), runs the shared
+    backend with this guide's hooks, and packs an :class:`EditResult`.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[GuideConfig]] = GuideConfig
+    #: Inputs the guide cannot work without: "mask" or names of extra inputs such as "audio1".
+    needs: ClassVar[frozenset[str]] = frozenset()
+    #: Extra inputs the guide understands but does not require (shown by ``editkit guides``).
+    accepts: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config: GuideConfig | None = None, **options: Any) -> None:
+        if config is None:
+            config = self.validate(options)
+        elif options:
+            config = self.validate({**config.model_dump(), **options})
+        self.config = config
+        self.backend: "LatentDiffusionBackend | None" = None
+
+    # ----------------------------------------------------------------- configuration
+    @classmethod
+    def validate(cls, options: dict[str, Any]) -> GuideConfig:
+        return validate_config(cls.name, cls.Config, options)  # type: ignore[return-value]
+
+    # ----------------------------------------------------------------- life cycle
+    def load(self, backends: "BackendCache") -> None:
+        """Load weights. Guides sharing the same diffusion weights get the same backend object."""
+
+    @property
+    def loaded(self) -> bool:
+        return self.backend is not None
+
+    def check_inputs(self, request: EditRequest) -> None:
+        """Enforce ``needs``: raise :class:`MissingInputError` naming what is missing."""
+        for need in sorted(self.needs):
+            if need == "mask":
+                if request.masks is None:
+                    raise MissingInputError(f"guide '{self.name}' needs a mask (--mask FILE or x0,y0,x1,y1)")
+                for mask in request.masks:
+                    if mask.getbbox() is None:
+                        raise InvalidInputError(f"guide '{self.name}': the mask is empty (no editable pixel)")
+            elif need not in request.inputs:
+                raise MissingInputError(f"guide '{self.name}' needs input '{need}' (--input {need}=PATH)")
+        for instruction in request.instructions:
+            if not instruction or not instruction.strip():
+                raise InvalidInputError(f"guide '{self.name}': the instruction is empty")
+
+    @abc.abstractmethod
+    def prepare(self, request: EditRequest) -> Conditioning:
+        """Return the conditioning for the backend, including the null branch."""
+
+    # ----------------------------------------------------------------- optional hooks
+    def on_step(self, state: StepState) -> "torch.Tensor | None":
+        """Called after every scheduler step when a guide overrides it; may return replacement latents."""
+        return None
+
+    def guidance_loss(self, pred_x0: "torch.Tensor", state: StepState) -> "torch.Tensor | None":
+        """Optional loss on the predicted x0 latents whose gradient steers sampling (e.g. CLIP guidance)."""
+        return None
+
+    def rank(self, images: list[Any], request: EditRequest) -> list[float] | None:
+        """Optional candidate scores (higher is better); ``None`` keeps the sampling order."""
+        return None
+
+    def text_output(self, request: EditRequest) -> list[str | None]:
+        """The guide's text output (e.g. MGIE's expressive instruction)."""
+        return [None] * request.batch_size
+
+    def hooks_used(self) -> dict[str, bool]:
+        cls = type(self)
+        return {
+            "on_step": cls.on_step is not Guide.on_step,
+            "guidance_loss": cls.guidance_loss is not Guide.guidance_loss,
+        }
+
+    # ----------------------------------------------------------------- the edit
+    def sampling_options(self) -> dict[str, Any]:
+        """Backend sampling options taken from the config (steps, scheduler); guides may override."""
+        cfg = self.config
+        return {
+            "steps": getattr(cfg, "steps", 20),
+            "scheduler": getattr(cfg, "scheduler", "ddim"),
+            "progress": cfg.progress,
+        }
+
+    def edit(self, request: EditRequest) -> EditResult:
+        if self.backend is None:
+            raise RuntimeError(f"guide '{self.name}' is not loaded; call load() first")
+        self.check_inputs(request)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        cond = self.prepare(request)
+        timings["prepare"] = time.perf_counter() - t0
+        images = self.backend.generate(cond, request, hooks=self, timings=timings, **self.sampling_options())
+        return EditResult(
+            images=images,
+            guide=self.name,
+            config=self.config.model_dump(),
+            seed=request.seed,
+            text=self.text_output(request),
+            timings=timings,
+        )

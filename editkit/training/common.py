@@ -1,0 +1,81 @@
+"""Shared pieces of the training recipes: EditWorld pools as tensors, schedules, logging, saving."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def set_threads() -> None:
+    n = int(os.environ.get("EDITKIT_TRAIN_THREADS", "0") or 0)
+    if n > 0:
+        torch.set_num_threads(n)
+
+
+def images_to_tensor(arrays: list[np.ndarray]) -> torch.Tensor:
+    """uint8 (H, W, 3) arrays -> float (N, 3, H, W) in [-1, 1]."""
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float()
+    return x.div_(127.5).sub_(1.0)
+
+
+def cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of images in [-1, 1], computed on the 0-255 scale after rounding."""
+    a8 = ((a.clamp(-1, 1) + 1) * 127.5).round()
+    b8 = ((b.clamp(-1, 1) + 1) * 127.5).round()
+    mse = (a8 - b8).pow(2).mean().item()
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+class RunLog:
+    """Appends JSON lines to ``log.jsonl`` and keeps wall time for the recipe record."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.path = self.out / "log.jsonl"
+        self.path.write_text("")
+        self.start = time.perf_counter()
+
+    def write(self, **row: Any) -> None:
+        row["elapsed_s"] = round(time.perf_counter() - self.start, 2)
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def write_recipe(folder: Path, name: str, config: dict[str, Any], seconds: float, results: dict[str, Any]) -> None:
+    """Record how the weights in ``folder`` were made: the recipe, its settings, time, hardware, results."""
+    record = {
+        "recipe": name,
+        "command": f"editkit train {name} " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in config.items()
+                                                      if k not in {"out"} and v is not None),
+        "config": config,
+        "seconds": round(seconds, 1),
+        "hardware": hardware(),
+        "torch": torch.__version__,
+        "results": results,
+    }
+    (Path(folder) / f"recipe_{name}.json").write_text(json.dumps(record, indent=2, default=str))

@@ -1,0 +1,68 @@
+"""Safe checkpoint loading: safetensors, or torch files that load with ``weights_only=True``.
+
+A checkpoint that needs unpickling arbitrary Python objects is refused with
+:class:`~editkit.errors.UnsafeCheckpointError` (it could run code); convert it to ``.safetensors``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidInputError, UnsafeCheckpointError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+SAFETENSORS_SUFFIXES = {".safetensors"}
+TORCH_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def load_state_dict(path: str | os.PathLike, *, device: str = "cpu") -> "dict[str, torch.Tensor]":
+    """Read a state dict from ``.safetensors`` or a weights-only torch file (``.pt/.pth/.bin/.ckpt``).
+
+    A ``{"state_dict": {...}}`` wrapper (Lightning checkpoints) is unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"checkpoint '{path}': no such file")
+    suffix = path.suffix.lower()
+    if suffix in SAFETENSORS_SUFFIXES:
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device=device)
+        except Exception as exc:  # SafetensorError, OSError: header or data unreadable
+            raise InvalidInputError(f"checkpoint '{path}': not a readable safetensors file ({_one_line(exc)})") from None
+    if suffix not in TORCH_SUFFIXES:
+        known = ", ".join(sorted(SAFETENSORS_SUFFIXES | TORCH_SUFFIXES))
+        raise InvalidInputError(f"checkpoint '{path}': unknown format '{suffix}' (known: {known})")
+
+    import pickle
+
+    import torch
+
+    try:
+        obj: Any = torch.load(str(path), map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "weights_only" in text or "Weights only" in text or "Unsupported global" in text:
+            m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+            what = f" (it contains {m.group(1)})" if m else ""
+            raise UnsafeCheckpointError(
+                f"checkpoint '{path}' is a pickle that needs arbitrary Python objects{what}; refusing to load it "
+                "(convert it to .safetensors)"
+            ) from None
+        raise InvalidInputError(f"checkpoint '{path}': not a readable torch file ({_one_line(exc)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise InvalidInputError(f"checkpoint '{path}': not a readable torch file ({_one_line(exc)})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise InvalidInputError(f"checkpoint '{path}': expected a state dict, got {type(obj).__name__}")
+    return obj

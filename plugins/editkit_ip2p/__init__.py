@@ -1,0 +1,53 @@
+"""``ip2p``: plain InstructPix2Pix (Brooks et al., CVPR 2023) on the shared backend.
+
+The instruction is encoded by the text encoder of the checkpoint; the null text branch is the
+encoding of the empty prompt (InstructPix2Pix's own null); sampling uses the three-branch dual
+classifier-free guidance with the source latents concatenated to an 8-channel UNet.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from editkit.config import GuideConfig
+from editkit.guide import Guide
+from editkit.types import Conditioning, EditRequest
+
+
+class InstructPix2PixConfig(GuideConfig):
+    model: str = Field(
+        "editworld",
+        description="Weights: 'editworld' (committed tiny EditWorld weights), a local diffusers-layout "
+        "folder, or a hub id such as 'timbrooks/instruct-pix2pix'.",
+        min_length=1,
+    )
+    steps: int = Field(20, ge=1, le=1000, description="Sampling steps (the reference uses 100 at full size).")
+    text_scale: float = Field(7.5, ge=0.0, le=50.0, description="Text guidance scale s_T.")
+    image_scale: float = Field(1.5, ge=0.0, le=50.0, description="Image guidance scale s_I.")
+    scheduler: Literal["ddim", "ddpm", "euler_ancestral"] = Field(
+        "euler_ancestral", description="Sampler (the original InstructPix2Pix uses Euler ancestral)."
+    )
+
+
+class InstructPix2PixGuide(Guide):
+    name = "ip2p"
+    Config = InstructPix2PixConfig
+
+    def load(self, backends) -> None:
+        cfg = self.config
+        self.backend = backends.get(cfg.model, device=cfg.device, dtype=cfg.dtype)
+        self._null = None
+
+    def prepare(self, request: EditRequest) -> Conditioning:
+        backend = self.backend
+        if self._null is None:
+            self._null = backend.encode_text([""])
+        cfg = self.config
+        return Conditioning(
+            cond=backend.encode_text(request.instructions),
+            null=self._null,
+            mode="ip2p",
+            text_scale=cfg.text_scale,
+            image_scale=cfg.image_scale,
+        )

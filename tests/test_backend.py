@@ -1,0 +1,239 @@
+"""Shared latent-diffusion backend: guidance, modes, hooks, inversion, batching, sizes, loading."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from editkit.backend import LatentDiffusionBackend, load_components
+from editkit.backend.diffusion import _Denoiser
+from editkit.backend.tiny import save_components, tiny_components
+from editkit.guide import Guide
+from editkit.types import Conditioning, EditRequest
+
+
+@pytest.fixture(scope="module")
+def backend() -> LatentDiffusionBackend:
+    return LatentDiffusionBackend(tiny_components(0))
+
+
+@pytest.fixture(scope="module")
+def backend4() -> LatentDiffusionBackend:
+    return LatentDiffusionBackend(tiny_components(1, in_channels=4))
+
+
+def image(seed: int = 0, size=(32, 32)) -> Image.Image:
+    arr = np.random.RandomState(seed).randint(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(arr)
+
+
+def ip2p_cond(backend, prompts, **kw) -> Conditioning:
+    return Conditioning(cond=backend.encode_text(prompts), null=backend.encode_text([""]), mode="ip2p", **kw)
+
+
+class CountingUNet(torch.nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.inner = unet
+        self.calls: list[tuple[int, bool]] = []
+        self.config = unet.config
+
+    def forward(self, x, t, **kw):
+        self.calls.append((x.shape[0], torch.is_grad_enabled()))
+        return self.inner(x, t, **kw)
+
+
+def test_dual_guidance_matches_three_separate_calls(backend):
+    torch.manual_seed(0)
+    lat = torch.randn(2, 4, 4, 4)
+    src = torch.randn(2, 4, 4, 4)
+    cond = ip2p_cond(backend, ["make the red circle blue", "remove the star"], text_scale=6.0, image_scale=1.7)
+    den = _Denoiser(backend.unet, cond, src, 2, backend.device, backend.dtype)
+    t = torch.tensor(500)
+    with torch.inference_mode():
+        got = den(lat, t)
+        unet = backend.unet
+        n = cond.null.expand(2, -1, -1)
+        e_c = unet(torch.cat([lat, src], 1), t, encoder_hidden_states=cond.cond).sample
+        e_i = unet(torch.cat([lat, src], 1), t, encoder_hidden_states=n).sample
+        e_u = unet(torch.cat([lat, torch.zeros_like(src)], 1), t, encoder_hidden_states=n).sample
+    want = e_u + 6.0 * (e_c - e_i) + 1.7 * (e_i - e_u)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_one_batched_unet_call_per_step_and_no_autograd(backend):
+    counting = CountingUNet(backend.unet)
+    original = backend.unet
+    backend.unet = counting
+    try:
+        req = EditRequest(images=[image(1), image(2)], instructions=["make it blue"], seed=0)
+        backend.generate(ip2p_cond(backend, req.instructions), req, steps=7, progress=False)
+    finally:
+        backend.unet = original
+    assert len(counting.calls) == 7
+    assert all(b == 6 for b, _ in counting.calls)  # 3 branches x 2 images in one call
+    assert not any(grad for _, grad in counting.calls)
+
+
+def test_guide_null_is_used_not_the_empty_prompt(backend):
+    req = EditRequest(images=[image(3)], instructions=["make it blue"], seed=5)
+    a = backend.generate(ip2p_cond(backend, req.instructions), req, steps=4, progress=False)[0]
+    other = Conditioning(cond=backend.encode_text(req.instructions), null=torch.randn(1, 16, 32), mode="ip2p")
+    b = backend.generate(other, req, steps=4, progress=False)[0]
+    assert not np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "ddpm", "euler_ancestral"])
+def test_same_seed_byte_identical_and_size_kept(backend, scheduler):
+    src = image(4, size=(37, 29))  # not a multiple of the VAE factor
+    req = EditRequest(images=[src], instructions=["make the star red"], seed=11)
+    cond = ip2p_cond(backend, req.instructions)
+    a = backend.generate(cond, req, steps=5, scheduler=scheduler, progress=False)[0]
+    b = backend.generate(cond, req, steps=5, scheduler=scheduler, progress=False)[0]
+    assert a.size == (37, 29)
+    assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    c = backend.generate(cond, EditRequest(images=[src], instructions=req.instructions, seed=12), steps=5,
+                         scheduler=scheduler, progress=False)[0]
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
+
+
+def test_per_sample_seeds_do_not_depend_on_batching(backend):
+    imgs = [image(5), image(6)]
+    req = EditRequest(images=imgs, instructions=["make it red", "remove the star"], seed=20)
+    both = backend.generate(ip2p_cond(backend, req.instructions), req, steps=4, progress=False)
+    single = EditRequest(images=[imgs[1]], instructions=["remove the star"], seed=21)
+    alone = backend.generate(ip2p_cond(backend, single.instructions), single, steps=4, progress=False)[0]
+    diff = np.abs(np.asarray(both[1], dtype=int) - np.asarray(alone, dtype=int)).max()
+    assert diff <= 1
+
+
+def test_sdedit_starts_part_way_from_the_noised_source(backend4):
+    counting = CountingUNet(backend4.unet)
+    original = backend4.unet
+    backend4.unet = counting
+    src = image(7)
+    try:
+        cond = Conditioning(cond=backend4.encode_text(["a red circle"]), null=backend4.encode_text([""]),
+                            mode="sdedit", strength=0.3, text_scale=3.0)
+        req = EditRequest(images=[src], instructions=["a red circle"], seed=1)
+        out = backend4.generate(cond, req, steps=10, progress=False)[0]
+    finally:
+        backend4.unet = original
+    assert len(counting.calls) == 3  # 30% of 10 steps
+    assert all(b == 2 for b, _ in counting.calls)  # two-branch CFG in one call
+    # Low strength keeps the image close to the VAE reconstruction of the source.
+    recon = backend4.decode(backend4.encode(backend4.images_to_tensor([src])[0], scaled=True))
+    from editkit.backend.images import tensor_to_pil
+
+    ref = np.asarray(tensor_to_pil(recon)[0], dtype=float)
+    far = np.asarray(backend4.generate(
+        Conditioning(cond=cond.cond, null=cond.null, mode="noise", text_scale=3.0), req, steps=10, progress=False
+    )[0], dtype=float)
+    assert np.abs(np.asarray(out, dtype=float) - ref).mean() < np.abs(far - ref).mean()
+
+
+class BlendHook(Guide):
+    name = "blend-test"
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def prepare(self, request):  # pragma: no cover - not used
+        raise NotImplementedError
+
+    def on_step(self, state):
+        self.calls += 1
+        return torch.zeros_like(state.latents)
+
+
+class GradHook(Guide):
+    name = "grad-test"
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def prepare(self, request):  # pragma: no cover - not used
+        raise NotImplementedError
+
+    def guidance_loss(self, pred_x0, state):
+        self.calls += 1
+        return 100.0 * pred_x0.pow(2).mean()
+
+
+def test_step_hook_replaces_latents_and_callback_sees_every_step(backend4):
+    hook = BlendHook()
+    seen = []
+    cond = Conditioning(cond=backend4.encode_text(["a star"]), mode="noise")
+    req = EditRequest(images=[image(8)], instructions=["a star"], seed=0)
+    lat = backend4.sample(cond, [0], height=32, width=32, hooks=hook, steps=6, progress=False,
+                          callback=lambda s: seen.append(s.step))
+    assert hook.calls == 6 and seen == list(range(6))
+    assert torch.count_nonzero(lat) == 0
+
+
+def test_gradient_guidance_changes_the_result_only_when_asked(backend4):
+    cond = Conditioning(cond=backend4.encode_text(["a star"]), mode="noise")
+    plain = backend4.sample(cond, [3], height=32, width=32, steps=5, progress=False)
+    hook = GradHook()
+    guided = backend4.sample(cond, [3], height=32, width=32, steps=5, progress=False, hooks=hook)
+    assert hook.calls == 5
+    # The loss pulls x0 towards zero: the guided latents have a smaller norm.
+    assert guided.norm() < plain.norm()
+    with pytest.raises(ValueError, match="ddim or ddpm"):
+        backend4.sample(cond, [3], height=32, width=32, steps=2, progress=False, hooks=hook,
+                        scheduler="euler_ancestral")
+
+
+def test_ddim_inversion_round_trip():
+    # A random UNet's noise prediction is not smooth in x (inversion of an untrained model diverges);
+    # shrinking its output layer gives a smooth, still input-dependent predictor.
+    comps = tiny_components(1, in_channels=4)
+    with torch.no_grad():
+        comps.unet.conv_out.weight.mul_(0.1)
+        comps.unet.conv_out.bias.mul_(0.1)
+    backend4 = LatentDiffusionBackend(comps)
+    torch.manual_seed(0)
+    x0 = backend4.encode(backend4.images_to_tensor([image(9)])[0], scaled=True)
+    x0 = x0 / x0.std()  # unit-variance latents, as a trained VAE's scaling factor gives
+    text = backend4.encode_text(["a red circle"])
+    noise = backend4.invert(x0, text, steps=50)
+    # It really travelled to the noise end of the schedule: far from the clean latents.
+    assert (noise - x0).abs().mean() > 0.3 * x0.abs().mean()
+    cond = Conditioning(cond=text, mode="noise", init_latents=noise)
+    back = backend4.sample(cond, [0], height=32, width=32, steps=50, scheduler="ddim", progress=False)
+    err = (back - x0).abs().mean() / x0.abs().mean()
+    assert err < 0.05, err
+
+
+def test_precomputed_embeddings_of_any_length(backend):
+    req = EditRequest(images=[image(10)], instructions=["x"], seed=0)
+    cond = Conditioning(cond=torch.randn(1, 77, 32), null=torch.zeros(1, 77, 32), mode="ip2p")
+    out = backend.generate(cond, req, steps=3, progress=False)
+    assert out[0].size == (32, 32)
+
+
+def test_candidates_in_one_batch(backend):
+    req = EditRequest(images=[image(11)], instructions=["make it red"], seed=2)
+    outs = backend.generate(ip2p_cond(backend, req.instructions), req, steps=3, progress=False, num_candidates=3)
+    assert len(outs) == 3
+    assert len({np.asarray(o).tobytes() for o in outs}) == 3
+
+
+def test_folder_round_trip_is_bit_identical(tmp_path, backend):
+    save_components(tiny_components(0), tmp_path / "w")
+    loaded = LatentDiffusionBackend(load_components(tmp_path / "w"))
+    req = EditRequest(images=[image(12)], instructions=["make it red"], seed=4)
+    a = backend.generate(ip2p_cond(backend, req.instructions), req, steps=3, progress=False)[0]
+    b = loaded.generate(ip2p_cond(loaded, req.instructions), req, steps=3, progress=False)[0]
+    assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    assert (tmp_path / "w" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_missing_weights_are_a_clear_error(tmp_path):
+    from editkit.errors import GuideLoadError
+
+    with pytest.raises(GuideLoadError, match="no 'unet/' folder"):
+        load_components(tmp_path)
