@@ -63,6 +63,9 @@ def _is_user_error(exc: BaseException) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Library chatter (e.g. "install accelerate") would break the one-line error contract on stderr.
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

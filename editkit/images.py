@@ -101,10 +101,16 @@ def _from_pil(img: "Image.Image", label: str, max_pixels: int, background: tuple
             img.load()
             out = _flatten(img, background)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidInputError(f"{label}: refused as a decompression bomb ({exc})") from None
+        raise InvalidInputError(_bomb(label, exc)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidInputError(f"{label}: truncated or corrupt image ({_short(exc)})") from None
     return out if out is not img else img.copy()
+
+
+def _bomb(label: str, exc: BaseException) -> str:
+    m = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(m.group(1))} pixels" if m else "too many pixels"
+    return f"{label}: refused as a possible decompression bomb ({size}, above Pillow's safety limit)"
 
 
 def _short(exc: BaseException) -> str:
@@ -132,7 +138,7 @@ def _open_path(path: Path, max_pixels: int, background: tuple[int, int, int]) ->
     except UnidentifiedImageError:
         raise InvalidInputError(f"{label}: not an image file (unrecognised format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidInputError(f"{label}: refused as a decompression bomb ({_short(exc)})") from None
+        raise InvalidInputError(_bomb(label, exc)) from None
     except PermissionError:
         raise InvalidInputError(f"{label}: permission denied") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

@@ -212,9 +212,10 @@ class GuideContract:
         second = guide.edit(contract_request(guide_cls, seed=3)).images[0].tobytes()
         assert first == second, "same seed, same request: outputs differ"
 
-    def test_declared_needs_enforced(self, guide: Guide, guide_cls: type[Guide]) -> None:
+    def test_declared_needs_enforced(self, request: Any, guide_cls: type[Guide]) -> None:
         if not guide_cls.needs:
             pytest.skip("declares no needs")
+        guide: Guide = request.getfixturevalue("guide")
         for need in sorted(guide_cls.needs):
             request = contract_request(guide_cls)
             if need == "mask":

@@ -23,6 +23,13 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _is_pickle_container(path: Path) -> bool:
+    """A pickle stream (PROTO opcode) or a zip file such as torch.save writes; read without unpickling."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or head == b"PK"
+
+
 def load_state_dict(path: str | os.PathLike, *, device: str = "cpu") -> "dict[str, torch.Tensor]":
     """Read a state dict from ``.safetensors`` or a weights-only torch file (``.pt/.pth/.bin/.ckpt``).
 
@@ -44,21 +51,23 @@ def load_state_dict(path: str | os.PathLike, *, device: str = "cpu") -> "dict[st
         raise InvalidInputError(f"checkpoint '{path}': unknown format '{suffix}' (known: {known})")
 
     import pickle
+    import warnings
 
     import torch
 
     try:
-        obj: Any = torch.load(str(path), map_location=device, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error below says it all
+            obj: Any = torch.load(str(path), map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "weights_only" in text or "Weights only" in text or "Unsupported global" in text:
-            m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if m or _is_pickle_container(path):
             what = f" (it contains {m.group(1)})" if m else ""
             raise UnsafeCheckpointError(
                 f"checkpoint '{path}' is a pickle that needs arbitrary Python objects{what}; refusing to load it "
                 "(convert it to .safetensors)"
             ) from None
-        raise InvalidInputError(f"checkpoint '{path}': not a readable torch file ({_one_line(exc)})") from None
+        raise InvalidInputError(f"checkpoint '{path}': not a readable torch file (neither a zip checkpoint nor a pickle)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise InvalidInputError(f"checkpoint '{path}': not a readable torch file ({_one_line(exc)})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):

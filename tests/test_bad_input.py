@@ -215,6 +215,7 @@ def test_safe_checkpoints_load(work):
         load_state_dict(work / "junk.safetensors")
     with pytest.raises(InvalidInputError, match="not a readable torch file"):
         load_state_dict(work / "junk.pt")
+    (work / "m.pkl").write_bytes(b"x")
     with pytest.raises(InvalidInputError, match="unknown format '.pkl'"):
         load_state_dict(work / "m.pkl")
     with pytest.raises(InvalidInputError, match="no such file"):
@@ -270,7 +271,7 @@ def test_unusual_images_are_converted_not_rejected(capsys, tmp_path, kind, make)
     (["edit", "{d}/nope.png", "x", "--guide", "fixture-ok", "-o", "{d}/o.png"], "no such file"),
     (["edit", "{d}/in.png", "x", "--guide", "fixture-okk", "-o", "{d}/o.png"], "Did you mean: fixture-ok"),
     (["edit", "{d}/in.png", "x", "--guide", "broken", "-o", "{d}/o.png"], "failed to import: ImportError"),
-    (["edit", "{d}/in.png", "x", "--guide", "fixture-mask", "--mask", "{d}/in.png", "-o", "{d}/o.png"],
+    (["edit", "{d}/in.png", "x", "--guide", "fixture-mask", "--mask", "0,0,5,5", "--overwrite", "-o", "{d}/in.png"],
      "is also an input"),
 ])
 def test_bad_input_in_a_real_process(work, argv, message):

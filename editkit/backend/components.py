@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import GuideLoadError
 
 #: Folder of the committed tiny EditWorld weights (diffusers layout).
-EDITWORLD_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "editworld"
+EDITWORLD_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "editworld-tiny"
 
 BUILTIN_SOURCES = {"editworld": EDITWORLD_WEIGHTS}
 

@@ -1,7 +1,7 @@
 """Synthetic object sounds (1 s, 16 kHz, mono float32) and 16-bit PCM WAV I/O with the stdlib ``wave``.
 
 Every object has a deterministic sound: the **timbre** comes from the shape kind (harmonic profile
-and envelope), the **pitch** from the colour (six notes of a pentatonic scale) and the **octave** from
+and envelope), the **pitch** from the colour (six notes of a whole-tone scale, within one octave) and the **octave** from
 the size (large objects sound an octave lower), so a sound identifies kind, colour and size.
 """
 from __future__ import annotations
@@ -18,22 +18,22 @@ SAMPLE_RATE = 16000
 DURATION_S = 1.0
 PEAK = 0.6
 
-PITCH_HZ: dict[str, float] = {  # C5 D5 E5 G5 A5 C6 for small objects; large ones are an octave lower
+PITCH_HZ: dict[str, float] = {  # whole-tone scale C5..A#5 for small objects; large ones an octave lower
     "red": 523.25,
     "green": 587.33,
     "blue": 659.26,
-    "yellow": 783.99,
-    "purple": 880.00,
-    "cyan": 1046.50,
+    "yellow": 739.99,
+    "purple": 830.61,
+    "cyan": 932.33,
 }
 OCTAVE: dict[str, float] = {"small": 1.0, "large": 0.5}
 
 # harmonic amplitudes (1st..8th) and envelope decay rate (1/s) per kind
 _HARMONICS: dict[str, tuple[float, ...]] = {
     "circle": (1.0,),  # pure sine
-    "square": tuple(1.0 / n if n % 2 else 0.0 for n in range(1, 9)),  # odd harmonics 1/n: square wave
-    "triangle": tuple((1.0 / n**2) * (-1) ** ((n - 1) // 2) if n % 2 else 0.0 for n in range(1, 9)),
-    "diamond": tuple(1.0 / n for n in range(1, 9)),  # all harmonics 1/n: sawtooth
+    "square": (1.0, 0.0, 0.9, 0.0, 0.75, 0.0, 0.6, 0.0, 0.45),  # bright odd harmonics: hollow, clarinet-like
+    "triangle": (0.35, 1.0, 0.0, 0.7, 0.0, 0.0, 0.0, 0.4),  # strong 2nd, 4th and 8th: an octave-heavy bell
+    "diamond": (1.0, 0.7, 0.55, 0.45, 0.38, 0.33, 0.29, 0.26),  # every harmonic: sawtooth-like buzz
 }
 _DECAY: dict[str, float] = {"circle": 1.5, "square": 0.5, "triangle": 4.0, "diamond": 2.5}
 _TREMOLO_HZ: dict[str, float] = {"circle": 0.0, "square": 0.0, "triangle": 0.0, "diamond": 6.0}

@@ -154,7 +154,8 @@ class Sample:
     object footprints (any coverage, dilated by 1 px); for ``background`` every pixel where the
     background shows (not fully covered by an object); for ``brightness``/``contrast`` the whole image.
     ``edit`` is the structured spec: ``action``, ``object`` (the source object acted on, or None),
-    ``result`` (the resulting object, or None), and ``background``/``direction`` where they apply.
+    ``result`` (the resulting object, or None), ``reference`` (the phrase of the instruction that
+    names ``object``), and ``background``/``direction`` where they apply.
     ``inputs`` holds the multimodal extra inputs: ``image1`` (H, W, 3) uint8 cut-out or ``audio1``
     float32 16 kHz mono.
     """
@@ -293,7 +294,8 @@ class _Generator:
         else:  # pragma: no cover - internal
             raise ValueError(action)
         target = Scene.make(others + ([result] if result else []), scene.background)
-        return _Edit(scene, target, action, instr, rewrite_for(action, obj, result), obj=obj, result=result)
+        return _Edit(scene, target, action, instr, rewrite_for(action, obj, result), obj=obj, result=result,
+                     extra={"reference": ref})
 
     # ------------------------------------------------------------------ explicit
     def _explicit_object_edit(self, action: str) -> _Edit:
@@ -456,9 +458,11 @@ class _Generator:
             if new != obj:
                 break
         marker, inputs = self._reference(new, modality)
-        instr = rng.choice(T_MM_REPLACE).format(ref=self.explicit_ref(scene, obj), m=marker)
+        ref = self.explicit_ref(scene, obj)
+        instr = rng.choice(T_MM_REPLACE).format(ref=ref, m=marker)
         target = Scene.make([o for o in scene.objects if o != obj] + [new], scene.background)
-        return _Edit(scene, target, "replace", instr, rewrite_for("replace", obj, new), obj=obj, result=new, inputs=inputs)
+        return _Edit(scene, target, "replace", instr, rewrite_for("replace", obj, new), obj=obj, result=new,
+                     inputs=inputs, extra={"reference": ref})
 
     def _mm_remove(self, modality: str) -> _Edit:
         scene = self.scene(1, 4)
@@ -468,7 +472,8 @@ class _Generator:
         marker, inputs = self._reference(obj, modality)
         instr = self.rng.choice(T_MM_REMOVE).format(m=marker)
         target = Scene.make([o for o in scene.objects if o != obj], scene.background)
-        return _Edit(scene, target, "remove", instr, rewrite_for("remove", obj, None), obj=obj, inputs=inputs)
+        return _Edit(scene, target, "remove", instr, rewrite_for("remove", obj, None), obj=obj, inputs=inputs,
+                     extra={"reference": f"the {marker}"})
 
     def _b_add_image(self) -> _Edit:
         return self._mm_add("image")

@@ -36,7 +36,7 @@ def _font(size: int) -> ImageFont.ImageFont:
 def _audio_thumb(audio: np.ndarray, side: int) -> Image.Image:
     img = Image.new("RGB", (side, side), (245, 245, 245))
     draw = ImageDraw.Draw(img)
-    seg = audio[: len(audio) // 8]  # the first 125 ms shows the waveform shape
+    seg = audio[200:400]  # 12.5 ms after the attack shows the waveform shape
     xs = np.linspace(0, side - 1, len(seg))
     ys = side / 2 - seg / (np.abs(seg).max() + 1e-9) * (side * 0.4)
     draw.line(list(zip(xs.tolist(), ys.tolist())), fill=(40, 40, 40), width=1)

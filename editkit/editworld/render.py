@@ -98,19 +98,18 @@ def dilate(mask: np.ndarray, radius: int = 1) -> np.ndarray:
 
 @lru_cache(maxsize=4096)
 def object_masks(kind: str, size_name: str, position: str, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(footprint, core, edge)`` boolean maps of one object.
+    """``(footprint, full, partial)`` boolean maps of one object.
 
     footprint: any coverage, dilated by 1 px (what an edit of this object may change);
-    edge: partially covered pixels dilated by 1 px (anti-aliased boundary band, ambiguous by nature);
-    core: fully covered pixels outside the edge band.
+    full: fully covered pixels; partial: partly covered (anti-aliased boundary) pixels.
     """
     alpha = object_alpha(kind, size_name, position, size)
     footprint = dilate(alpha > 0, 1)
-    edge = dilate((alpha > 0) & (alpha < 1), 1)
-    core = (alpha >= 1) & ~edge
-    for arr in (footprint, core, edge):
+    full = alpha >= 1
+    partial = (alpha > 0) & (alpha < 1)
+    for arr in (footprint, full, partial):
         arr.setflags(write=False)
-    return footprint, core, edge
+    return footprint, full, partial
 
 
 def obj_masks(obj: Obj, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

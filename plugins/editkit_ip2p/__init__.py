@@ -34,6 +34,10 @@ class InstructPix2PixGuide(Guide):
     name = "ip2p"
     Config = InstructPix2PixConfig
 
+    @classmethod
+    def contract_options(cls) -> dict:
+        return {"steps": 2, "progress": False}
+
     def load(self, backends) -> None:
         cfg = self.config
         self.backend = backends.get(cfg.model, device=cfg.device, dtype=cfg.dtype)

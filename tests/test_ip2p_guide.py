@@ -1,0 +1,54 @@
+"""The ip2p guide: plumbing on tiny random weights (quality on the committed weights is in test_quality)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from editkit.backend import BackendCache
+from editkit.backend.tiny import save_components, tiny_components
+from editkit.errors import GuideConfigError, GuideLoadError
+from editkit.testing import contract_image
+from editkit.types import EditRequest
+from editkit_ip2p import InstructPix2PixGuide
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return save_components(tiny_components(0), tmp_path_factory.mktemp("ip2p") / "w")
+
+
+def test_ip2p_uses_the_empty_prompt_as_its_null_and_dual_guidance(weights, monkeypatch):
+    guide = InstructPix2PixGuide(model=str(weights), steps=3, text_scale=5.0, image_scale=1.2, progress=False)
+    guide.load(BackendCache())
+    req = EditRequest(images=[contract_image((37, 29))], instructions=["make the red circle blue"], seed=1)
+    cond = guide.prepare(req)
+    assert cond.mode == "ip2p" and cond.text_scale == 5.0 and cond.image_scale == 1.2
+    torch.testing.assert_close(cond.null, guide.backend.encode_text([""]))
+    result = guide.edit(req)
+    assert result.images[0].size == (37, 29)
+    assert set(result.timings) >= {"prepare", "encode", "denoise", "decode"}
+    assert result.config["steps"] == 3
+
+
+def test_ip2p_batches_match_single_edits(weights):
+    guide = InstructPix2PixGuide(model=str(weights), steps=3, progress=False)
+    guide.load(BackendCache())
+    imgs = [contract_image((32, 32)), contract_image((32, 32)).transpose(0)]
+    batch = guide.edit(EditRequest(images=imgs, instructions=["make it red", "remove the star"], seed=4))
+    one = guide.edit(EditRequest(images=imgs[1:], instructions=["remove the star"], seed=5))
+    diff = np.abs(np.asarray(batch.images[1], int) - np.asarray(one.images[0], int)).max()
+    assert diff <= 1
+
+
+def test_ip2p_options_are_validated():
+    with pytest.raises(GuideConfigError, match="guide 'ip2p': option 'image_scale'"):
+        InstructPix2PixGuide(image_scale=-1)
+    with pytest.raises(GuideConfigError, match="option 'scheduler'"):
+        InstructPix2PixGuide(scheduler="plms")
+
+
+def test_ip2p_missing_model_folder_is_a_clear_error(tmp_path):
+    guide = InstructPix2PixGuide(model=str(tmp_path / "nope"), progress=False)
+    with pytest.raises(GuideLoadError, match="cannot load unet"):
+        guide.load(BackendCache())
