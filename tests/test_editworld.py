@@ -313,3 +313,14 @@ def test_generation_is_fast():
     rate = n / (time.perf_counter() - t0)
     # >= 2000/s on an idle core; the bound here leaves room for a busy shared CI machine
     assert rate > 700, f"{rate:.0f} samples/s"
+
+
+@pytest.mark.parametrize("size", [24, 64, 100])
+def test_objects_never_overlap(size):
+    from editkit.editworld.render import object_alpha
+
+    for p, q in itertools.combinations(ew.POSITIONS, 2):
+        for k1, k2 in itertools.product(ew.KINDS, repeat=2):
+            a = object_alpha(k1, "large", p, size) > 0
+            b = object_alpha(k2, "large", q, size) > 0
+            assert not (a & b).any(), (size, p, q, k1, k2)

@@ -72,11 +72,13 @@ def run(args: argparse.Namespace) -> int:
                        progress=not args.no_progress, overwrite=True,
                        extra_summary={"load_seconds": load_seconds, "dataset": str(args.dataset),
                                       "options": options})
-    rate = summary["edit_success"]
-    by_type = ", ".join(f"{k} {v:.2f}" for k, v in summary["edit_success_by_type"].items())
-    psnr_bg = summary["psnr_background"]
-    print(f"{summary['guide']}: edit_success {rate:.3f} over {summary['count']} samples ({by_type}); "
-          f"psnr {summary['psnr']:.2f} dB, psnr_background "
-          f"{'n/a' if psnr_bg is None else f'{psnr_bg:.2f} dB'}; {summary['seconds_per_edit']:.3f} s/edit")
+    def fmt(value: Any, spec: str, unit: str = "") -> str:
+        return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+    by_type = ", ".join(f"{k} {fmt(v, '.2f')}" for k, v in summary["edit_success_by_type"].items())
+    errors = f"; {summary['errors']} refused" if summary.get("errors") else ""
+    print(f"{summary['guide']}: edit_success {fmt(summary['edit_success'], '.3f')} over {summary['count']} samples "
+          f"({by_type}); psnr {fmt(summary['psnr'], '.2f', ' dB')}, psnr_background "
+          f"{fmt(summary['psnr_background'], '.2f', ' dB')}; {fmt(summary['seconds_per_edit'], '.3f', ' s/edit')}{errors}")
     print(f"wrote {args.out}/summary.json", file=sys.stderr)
     return 0

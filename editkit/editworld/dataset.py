@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -223,7 +224,7 @@ def _parse(root: Path, rec: Any, where: str) -> Sample:
                 audio, rate = read_wav(path)
             except FileNotFoundError:
                 raise InvalidInputError(f"{where}: file {path} is missing") from None
-            except (OSError, EOFError, ValueError) as exc:
+            except (OSError, EOFError, ValueError, wave.Error) as exc:
                 raise InvalidInputError(f"{where}: cannot read audio {path}: {exc}") from None
             if rate != SAMPLE_RATE:
                 raise InvalidInputError(f"{where}: {path.name} has sample rate {rate}, expected {SAMPLE_RATE}")

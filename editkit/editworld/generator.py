@@ -4,6 +4,7 @@ See the package docstring (``editkit.editworld``) for the public API and ``docs/
 """
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from dataclasses import dataclass, field
@@ -146,9 +147,12 @@ def rewrite_for(action: str, obj: Obj | None, result: Obj | None, **extra: str) 
 
 
 # --------------------------------------------------------------------------- samples
-@dataclass
+@dataclass(eq=False)
 class Sample:
     """One EditWorld sample. Images are numpy arrays: ``source``/``target`` (H, W, 3) uint8, ``mask`` (H, W) bool.
+
+    ``id`` is ``"<split>-<seed>-<selection>[-<size>px]-<index>"`` (e.g. ``test-0-explicit-000012``), unique
+    across splits, seeds, type selections and sizes.
 
     ``mask`` marks the pixels the edit is meant to change: for object edits the union of the old and new
     object footprints (any coverage, dilated by 1 px); for ``background`` every pixel where the
@@ -229,6 +233,18 @@ def resolve_types(types: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def selection_tag(types: Sequence[str]) -> str:
+    """Short name of a type selection for sample ids: "all", a family name, or a hash."""
+    if tuple(types) == EDIT_TYPES:
+        return "all"
+    for family, members in FAMILIES.items():
+        if tuple(types) == members:
+            return family
+    if len(types) == 1:
+        return types[0]
+    return "t" + hashlib.sha1("+".join(types).encode()).hexdigest()[:6]
+
+
 class _Generator:
     def __init__(self, split: str, seed: int, types: tuple[str, ...], size: int):
         self.split, self.seed, self.types, self.size = split, seed, types, size
@@ -236,6 +252,7 @@ class _Generator:
         # one seed do not start from the same scenes
         self.rng = random.Random(f"editworld/{split}/{seed}/{'+'.join(types)}/{size}")
         self.builders: dict[str, Callable[[], _Edit]] = {t: getattr(self, f"_b_{t}") for t in types}
+        self.id_prefix = f"{split}-{seed}-{selection_tag(types)}" + ("" if size == 64 else f"-{size}px")
 
     # ------------------------------------------------------------------ scenes
     def random_scene(self, nmin: int, nmax: int) -> Scene:
@@ -336,8 +353,8 @@ class _Generator:
         target_scene = Scene(scene.objects, Background(bg, scene.background.style, scene.background.variant))
         src = render_float(scene, self.size)
         tgt = render_float(target_scene, self.size)
-        visible = objects_alpha(scene, self.size) < 1.0
-        region = objects_alpha(scene, self.size) == 0
+        coverage = objects_alpha(scene, self.size)
+        visible, region = coverage < 1.0, coverage == 0
         if np.abs(src[region] - tgt[region]).mean() < MIN_REGION_CHANGE:
             raise _Retry
         instr = self.rng.choice(T_BACKGROUND).format(bg=bg)
@@ -527,7 +544,7 @@ class _Generator:
         else:
             target_caption = describe(e.target_scene)
         return Sample(
-            id=f"{self.split}-{self.seed}-{index:06d}",
+            id=f"{self.id_prefix}-{index:06d}",
             split=self.split,
             source=source,
             target=target,

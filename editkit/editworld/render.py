@@ -44,7 +44,7 @@ def _inside(kind: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
         half = 0.8 * r
         return (np.abs(dx) <= half) & (np.abs(dy) <= half)
     if kind == "diamond":
-        return np.abs(dx) + np.abs(dy) <= 1.08 * r
+        return np.abs(dx) + np.abs(dy) <= 1.04 * r
     if kind == "triangle":  # apex up, flat base
         top, base = -1.02 * r, 0.82 * r
         half_width = 1.02 * r * (dy - top) / (base - top)

@@ -27,7 +27,7 @@ can be within the success tolerance of two of them) and >= 67 from every backgro
 (textures included), so an object can never be confused with background."""
 
 SIZES: tuple[str, ...] = ("small", "large")
-SIZE_SCALE: dict[str, float] = {"small": 0.48, "large": 0.86}
+SIZE_SCALE: dict[str, float] = {"small": 0.6, "large": 0.88}
 """Object extent as a fraction of a grid cell (the bounding radius is ``scale * cell / 2``)."""
 
 POSITIONS: tuple[str, ...] = (

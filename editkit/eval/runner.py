@@ -16,6 +16,8 @@ Masks are passed only to guides that declare ``"mask"`` in ``needs`` or ``accept
 Samples lacking an input the guide *needs* are skipped and counted in ``summary["skipped"]``.
 Samples with extra inputs for the guide are run one per call; the others in batches of
 ``batch_size``. Sample ``i`` of the dataset always uses seed ``seed + i``, whatever the batching.
+A sample the guide refuses (``GuideError``/``InvalidInputError`` from ``edit``) is scored as
+unedited, with the error in its row and in ``summary["errors"]``; other exceptions stop the run.
 """
 from __future__ import annotations
 
@@ -36,6 +38,10 @@ from ..editworld.world import normalize_text
 from ..errors import GuideError, InvalidInputError
 from ..types import EditRequest
 from . import editworld_metrics as M
+
+REFUSALS = (GuideError, InvalidInputError)
+"""Errors of ``guide.edit`` that concern one sample (an instruction the guide cannot follow): the sample
+is scored as unedited (its source), the message is kept in its metrics row, and the run goes on."""
 
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
@@ -188,32 +194,52 @@ def run_eval(
     total_seconds = 0.0
     bar = tqdm(total=len(runnable), desc=f"eval {name}", unit="edit", disable=not progress)
     with (out / METRICS_FILE).open("w") as fh:
-        for batch in _batches(runnable, plan, batch_size):
-            result, seconds, texts = _run_batch(guide, plan, batch, seed)
-            total_seconds += seconds
+        def record(index: int, sample: Sample, image: Image.Image, seconds: float, text: str | None,
+                   error: str | None = None) -> None:
+            nonlocal resized
+            image = image.convert("RGB") if hasattr(image, "convert") else Image.fromarray(M.as_array(image))
+            if image.size != (sample.size, sample.size):
+                image = image.resize((sample.size, sample.size), Image.Resampling.BICUBIC)
+                resized += 1
+            image.save(out / OUTPUTS_DIR / f"{sample.id}.png")
+            row: dict[str, Any] = {
+                "id": sample.id,
+                "index": index,
+                "edit_type": sample.edit_type,
+                "family": sample.family,
+                "action": sample.action,
+                "instruction": sample.instruction,
+                **M.sample_metrics(np.asarray(image), sample),
+                "seconds": seconds,
+                "seed": seed + index,
+            }
+            if error is not None:
+                row["error"] = error
+            if text is not None:
+                row["text"] = text
+                row["expressive_exact_match"] = int(normalize_text(text) == normalize_text(sample.rewrite))
+            rows.append(row)
+            fh.write(json.dumps(_round(row)) + "\n")
+
+        def run(batch: list[tuple[int, Sample]]) -> None:
+            try:
+                result, seconds, texts = _run_batch(guide, plan, batch, seed)
+            except REFUSALS as exc:
+                if len(batch) > 1:  # find the sample(s) the guide refuses; the others count normally
+                    for item in batch:
+                        run([item])
+                    return
+                index, sample = batch[0]
+                message = " ".join(str(exc).split()) or type(exc).__name__
+                record(index, sample, Image.fromarray(sample.source), 0.0, None, error=message)
+                bar.update(1)
+                return
             for (index, sample), image, text in zip(batch, result.images, texts):
-                image = image.convert("RGB") if hasattr(image, "convert") else Image.fromarray(M.as_array(image))
-                if image.size != (sample.size, sample.size):
-                    image = image.resize((sample.size, sample.size), Image.Resampling.BICUBIC)
-                    resized += 1
-                image.save(out / OUTPUTS_DIR / f"{sample.id}.png")
-                row: dict[str, Any] = {
-                    "id": sample.id,
-                    "index": index,
-                    "edit_type": sample.edit_type,
-                    "family": sample.family,
-                    "action": sample.action,
-                    "instruction": sample.instruction,
-                    **M.sample_metrics(np.asarray(image), sample),
-                    "seconds": seconds / len(batch),
-                    "seed": seed + index,
-                }
-                if text is not None:
-                    row["text"] = text
-                    row["expressive_exact_match"] = int(normalize_text(text) == normalize_text(sample.rewrite))
-                rows.append(row)
-                fh.write(json.dumps(_round(row)) + "\n")
+                record(index, sample, image, seconds / len(batch), text)
             bar.update(len(batch))
+
+        for batch in _batches(runnable, plan, batch_size):
+            run(batch)
     bar.close()
 
     summary = summarize(rows)
@@ -257,7 +283,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "psnr": _mean(r["psnr"] for r in rows),
         "psnr_background": _mean(r["psnr_background"] for r in rows),
         "l1": _mean(r["l1"] for r in rows),
-        "seconds_per_edit": (sum(r["seconds"] for r in rows) / count) if count else None,
+        "seconds_per_edit": _mean(r["seconds"] for r in rows if "error" not in r),
+        "errors": sum(1 for r in rows if "error" in r),
     }
     texts = [r for r in rows if "expressive_exact_match" in r]
     if texts:

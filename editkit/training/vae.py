@@ -25,6 +25,7 @@ class VAERecipe(EditkitModel):
     pool: int = Field(8000, ge=8, le=1_000_000, description="EditWorld training samples (source+target images).")
     seed: int = Field(0, description="Seed of data and initialisation.")
     image_size: int = Field(64, ge=16, le=512, description="EditWorld image size.")
+    init: Path | None = Field(None, description="Continue from this VAE folder instead of a fresh one.")
 
 
 def train_vae(recipe: VAERecipe, progress: bool = True) -> dict:
@@ -41,7 +42,7 @@ def train_vae(recipe: VAERecipe, progress: bool = True) -> dict:
     val_samples = editworld.generate("val", 256, seed=recipe.seed + 1, size=recipe.image_size)
     val = images_to_tensor([s.source for s in val_samples])
 
-    vae = AutoencoderKL(**vae_config("editworld"))
+    vae = AutoencoderKL.from_pretrained(recipe.init) if recipe.init else AutoencoderKL(**vae_config("editworld"))
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(recipe.seed)
     bar = tqdm(range(recipe.steps), desc="train vae", disable=not progress)
