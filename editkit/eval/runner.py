@@ -1,51 +1,55 @@
-"""Run a guide over an EditWorld dataset and score it: the engine of ``editkit eval``.
+"""Run a guide over a dataset and score it: the engine of ``editkit eval``.
 
 ``run_eval(guide, dataset, out)`` takes a guide *instance* (anything with ``name``, ``needs``,
 ``accepts``, ``config`` and ``edit(EditRequest) -> EditResult``), so it is testable without the
-registry. It writes::
-
-    OUT/outputs/<id>.png   the guide's output for every sample
-    OUT/metrics.jsonl      one JSON per sample: id, edit_type, family, action, edit_success,
-                           failed_checks, l1, psnr, psnr_background, l1_source, seconds, [text,
-                           expressive_exact_match]
-    OUT/summary.json       edit_success, edit_success_by_type, edit_success_by_family, psnr,
-                           psnr_background, l1, seconds_per_edit, count, [expressive_exact_match], ...
+registry. ``dataset`` is a spec (``PATH`` or ``FORMAT:PATH``, see :mod:`editkit.eval.datasets`), an
+:class:`~editkit.eval.samples.EvalDataset`, an EditWorld dataset, or a list of samples. It writes the
+folder described in :mod:`editkit.eval.results`; per sample, ``metrics.jsonl`` holds id, index,
+edit_type, family, action, instruction, the metric values (e.g. edit_success, failed_checks, l1, psnr,
+psnr_background, l1_source), seconds, seed, and [text, error].
 
 Masks are passed only to guides that declare ``"mask"`` in ``needs`` or ``accepts``; extra inputs
 (``image1`` as an RGB PIL image, ``audio1`` as a float32 16 kHz waveform) only where declared too.
 Samples lacking an input the guide *needs* are skipped and counted in ``summary["skipped"]``.
 Samples with extra inputs for the guide are run one per call; the others in batches of
-``batch_size``. Sample ``i`` of the dataset always uses seed ``seed + i``, whatever the batching.
-A sample the guide refuses (``GuideError``/``InvalidInputError`` from ``edit``) is scored as
-unedited, with the error in its row and in ``summary["errors"]``; other exceptions stop the run.
+``batch_size`` (a batch never spans a gap or a multi-turn chain). Sample ``i`` of the dataset always
+uses seed ``seed + i``, whatever the batching. A sample the guide refuses (``GuideError`` /
+``InvalidInputError`` from ``edit``) is scored as unedited, with the error in its row and in
+``summary["errors"]``; other exceptions stop the run.
+
+**Resuming** (``resume=True``, the CLI default): finished samples (a row in metrics.jsonl and its PNG)
+are skipped, the guide runs only on the others, and the summary covers them all. The folder's run.json
+must match the run's fingerprint (guide, config without ``progress``, dataset, seed, metric settings);
+``limit`` and ``batch_size`` may change between attempts.
 """
 from __future__ import annotations
 
 import json
-import math
 import time
-from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
 
 from ..editworld.audio import SAMPLE_RATE
-from ..editworld.dataset import EditWorldDataset, load_dataset
-from ..editworld.generator import Sample
-from ..editworld.world import normalize_text
 from ..errors import GuideError, InvalidInputError
 from ..types import EditRequest
 from . import editworld_metrics as M
+from . import results as R
+from .datasets import as_eval_dataset
+from .metrics import MetricBatch, MetricsConfig
+from .runinfo import device_info, git_info, now, versions
+from .samples import EvalDataset, EvalSample, read_rgb, resize_rgb
+from .suite import Backbones, MetricSuite
 
 REFUSALS = (GuideError, InvalidInputError)
 """Errors of ``guide.edit`` that concern one sample (an instruction the guide cannot follow): the sample
 is scored as unedited (its source), the message is kept in its metrics row, and the run goes on."""
 
-SUMMARY_FILE = "summary.json"
-METRICS_FILE = "metrics.jsonl"
-OUTPUTS_DIR = "outputs"
+METRICS_FILE, SUMMARY_FILE, OUTPUTS_DIR = R.METRICS_FILE, R.SUMMARY_FILE, R.OUTPUTS_DIR
+check_out_dir = R.check_out_dir
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
 def _declared(guide: Any) -> tuple[frozenset[str], frozenset[str]]:
@@ -54,7 +58,7 @@ def _declared(guide: Any) -> tuple[frozenset[str], frozenset[str]]:
     return needs, accepts
 
 
-def _config_dict(guide: Any) -> dict[str, Any]:
+def config_dict(guide: Any) -> dict[str, Any]:
     config = getattr(guide, "config", None)
     if config is None:
         return {}
@@ -63,32 +67,11 @@ def _config_dict(guide: Any) -> dict[str, Any]:
     return dict(config) if isinstance(config, dict) else {"repr": repr(config)}
 
 
-def _mean(values: Iterable[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return float(sum(vals) / len(vals)) if vals else None
-
-
-def _round(value: Any, digits: int = 6) -> Any:
-    if isinstance(value, float):
-        return round(value, digits) if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _round(v, digits) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_round(v, digits) for v in value]
-    return value
-
-
-def check_out_dir(out: str | Path, overwrite: bool = False) -> Path:
-    """Create ``out`` (its parent must exist); refuse a folder holding results unless ``overwrite``."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InvalidInputError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InvalidInputError(f"{out} is not empty; pass --overwrite to replace the results there")
-    if not out.parent.exists():
-        raise InvalidInputError(f"the parent folder of {out} does not exist")
-    (out / OUTPUTS_DIR).mkdir(parents=True, exist_ok=True)
-    return out
+def fingerprint(name: str, config: dict[str, Any], dataset: EvalDataset, seed: int, settings: MetricsConfig) -> dict:
+    """What must not change between attempts of a resumable run."""
+    return {"guide": name, "config": {k: v for k, v in config.items() if k != "progress"},
+            "dataset": {"format": dataset.format, "path": dataset.root}, "seed": seed,
+            "metrics": settings.model_dump(mode="json")}
 
 
 class _Plan:
@@ -101,61 +84,82 @@ class _Plan:
         self.use_mask = "mask" in self.wants
         self.input_names = sorted(n for n in self.wants if n != "mask")
 
-    def missing(self, sample: Sample) -> list[str]:
-        return [n for n in sorted(self.needs) if n != "mask" and n not in sample.inputs]
+    def missing(self, sample: EvalSample) -> list[str]:
+        miss = [n for n in sorted(self.needs) if n != "mask" and n not in sample.inputs]
+        if "mask" in self.needs and sample.mask is None:
+            miss.insert(0, "mask")
+        return miss
 
-    def inputs(self, sample: Sample) -> dict[str, Any]:
+    def inputs(self, sample: EvalSample) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name in self.input_names:
             if name in sample.inputs:
                 value = sample.inputs[name]
-                out[name] = Image.fromarray(value) if getattr(value, "ndim", 0) == 3 else value
+                if getattr(value, "ndim", 0) == 3:
+                    value = Image.fromarray(value)
+                elif isinstance(value, Path) and value.suffix.lower() in IMAGE_SUFFIXES:
+                    value = Image.fromarray(read_rgb(value))
+                out[name] = value
         return out
 
 
-def _batches(indexed: Sequence[tuple[int, Sample]], plan: _Plan, batch_size: int):
-    """Consecutive samples without extra inputs go together (up to batch_size); others alone."""
-    pending: list[tuple[int, Sample]] = []
+def _batches(indexed: Sequence[tuple[int, EvalSample]], plan: _Plan, batch_size: int):
+    """Runs of consecutive samples without extra inputs (up to batch_size); others alone. A batch never
+    spans a gap in the indices (seeds) nor holds a sample together with the turn it continues from."""
+    pending: list[tuple[int, EvalSample]] = []
     for item in indexed:
-        if plan.inputs(item[1]):
+        index, sample = item
+        if pending and (index != pending[-1][0] + 1 or sample.chain_from in {s.id for _, s in pending}):
+            yield pending
+            pending = []
+        if any(n in sample.inputs for n in plan.input_names):
             if pending:
                 yield pending
                 pending = []
             yield [item]
-        else:
-            pending.append(item)
-            if len(pending) >= batch_size:
-                yield pending
-                pending = []
+            continue
+        pending.append(item)
+        if len(pending) >= batch_size:
+            yield pending
+            pending = []
     if pending:
         yield pending
 
 
-def _run_batch(guide: Any, plan: _Plan, batch: list[tuple[int, Sample]], seed: int):
-    samples = [s for _, s in batch]
-    first = batch[0][0]
-    if any(i != first + k for k, (i, _) in enumerate(batch)):  # pragma: no cover - _batches keeps order
-        raise RuntimeError("batches must hold consecutive samples")
-    request = EditRequest(
-        images=[Image.fromarray(s.source) for s in samples],
-        instructions=[s.instruction for s in samples],
-        masks=[Image.fromarray(s.mask.astype(np.uint8) * 255, mode="L") for s in samples] if plan.use_mask else None,
-        inputs=plan.inputs(samples[0]) if len(samples) == 1 else {},
-        seed=seed + first,
-    )
-    t0 = time.perf_counter()
-    result = guide.edit(request)
-    seconds = time.perf_counter() - t0
-    if len(result.images) != len(samples):
-        raise GuideError(f"guide '{getattr(guide, 'name', guide)}' returned {len(result.images)} images "
-                         f"for {len(samples)} requests")
-    texts = list(result.text or [])
-    return result, seconds, [texts[k] if k < len(texts) else None for k in range(len(samples))]
+def _as_rgb(image: Any) -> np.ndarray:
+    if hasattr(image, "convert"):
+        return np.asarray(image.convert("RGB"))
+    return M.as_array(image)
+
+
+def summarize(rows: Sequence[dict[str, Any]], suite: MetricSuite | None = None) -> dict[str, Any]:
+    """Aggregate per-sample rows: every metric's summary, breakdowns by edit type and tag, counts."""
+    ok = [r for r in rows if "error" not in r]
+    summary: dict[str, Any] = {
+        "count": len(rows),
+        "errors": len(rows) - len(ok),
+        "seconds_per_edit": (sum(r.get("seconds", 0.0) for r in ok) / len(ok)) if ok else None,
+    }
+    types = [r["edit_type"] for r in rows if r.get("edit_type") is not None]
+    if types:
+        summary["count_by_type"] = {t: types.count(t) for t in sorted(set(types))}
+    if suite is not None:
+        values, notes = suite.summarize(rows)
+        summary.update(values)
+        summary["metric_order"] = [m for m in suite.names if values.get(m) is not None]
+        summary["metric_counts"] = {m: sum(1 for r in rows if r.get(m) is not None) for m in summary["metric_order"]}
+        summary["metrics"] = suite.info()
+        summary["metrics_skipped"] = {**suite.skipped, **notes}
+        if types:
+            summary["by_type"] = suite.breakdown(rows, "edit_type")
+        if any(r.get("tags") for r in rows):
+            summary["by_tag"] = suite.breakdown(rows, "tags")
+    return summary
 
 
 def run_eval(
     guide: Any,
-    dataset: str | Path | EditWorldDataset | Sequence[Sample],
+    dataset: Any,
     out: str | Path,
     *,
     limit: int | None = None,
@@ -163,131 +167,174 @@ def run_eval(
     batch_size: int = 1,
     progress: bool = True,
     overwrite: bool = False,
+    resume: bool = False,
+    metrics: MetricsConfig | dict[str, Any] | None = None,
+    backbones: Backbones | dict[str, Any] | None = None,
     extra_summary: dict[str, Any] | None = None,
+    run_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``guide`` on ``dataset`` (a folder, an EditWorldDataset, or a list of Samples); returns the summary."""
+    """Evaluate ``guide`` on ``dataset`` and write ``out``; returns the summary (see the module docstring)."""
     if batch_size < 1:
         raise InvalidInputError(f"batch size must be at least 1, got {batch_size}")
     if limit is not None and limit < 1:
         raise InvalidInputError(f"limit must be at least 1, got {limit}")
-    dataset_name = str(dataset) if isinstance(dataset, (str, Path)) else getattr(dataset, "root", "<in memory>")
-    if isinstance(dataset, (str, Path)):
-        dataset = load_dataset(dataset, limit=limit)
-    samples = list(dataset)[: limit if limit is not None else None]
-    if not samples:
-        raise InvalidInputError("the dataset holds no samples")
-    out = check_out_dir(out, overwrite)
+    t_start = time.perf_counter()
+    ds = as_eval_dataset(dataset, limit)
+    samples = list(ds)
     plan = _Plan(guide)
     name = getattr(guide, "name", type(guide).__name__)
-
+    settings = metrics if isinstance(metrics, MetricsConfig) else MetricsConfig.model_validate(metrics or {})
     runnable = [(i, s) for i, s in enumerate(samples) if not plan.missing(s)]
     skipped = {s.id: plan.missing(s) for s in samples if plan.missing(s)}
     if not runnable:
         needed = sorted({n for v in skipped.values() for n in v})
-        raise InvalidInputError(f"guide '{name}' needs {', '.join(needed)}, which no sample of the dataset has "
-                                "(generate one with --types multimodal)")
+        hint = " (generate one with --types multimodal)" if ds.format == "editworld" else ""
+        raise InvalidInputError(f"guide '{name}' needs {', '.join(needed)}, which no sample of the dataset has{hint}")
+    suite = MetricSuite(settings, ds, extra=tuple(getattr(guide, "eval_metrics", ()) or ()), backbones=backbones)
+    config = config_dict(guide)
+    print_ = fingerprint(name, config, ds, seed, settings)
+    out = R.prepare_out(out, print_, overwrite=overwrite, resume=resume)
+    done = R.read_finished(out, [s.id for s in samples])
+    previous: dict[str, Any] = {}
+    if done and (out / R.RUN_FILE).is_file():
+        previous = json.loads((out / R.RUN_FILE).read_text())
+    attempts = list(previous.get("attempts", [])) + [{"started": now(), "resumed_samples": len(done)}]
+    run_record = {
+        "editkit_run": 1, "status": "running", "fingerprint": print_, "guide": name, "config": config,
+        "guide_class": f"{type(guide).__module__}:{type(guide).__qualname__}", "dataset": ds.describe(),
+        "dataset_notes": ds.notes, "limit": limit, "seed": seed, "batch_size": batch_size,
+        "metrics": settings.model_dump(mode="json"), "versions": versions(), "git": git_info(),
+        "device": device_info(config), "attempts": attempts, **(run_info or {}),
+    }
+    R.write_json(out / R.RUN_FILE, run_record)
 
     from tqdm import tqdm
 
-    rows: list[dict[str, Any]] = []
-    resized = 0
-    total_seconds = 0.0
-    bar = tqdm(total=len(runnable), desc=f"eval {name}", unit="edit", disable=not progress)
-    with (out / METRICS_FILE).open("w") as fh:
-        def record(index: int, sample: Sample, image: Image.Image, seconds: float, text: str | None,
-                   error: str | None = None) -> None:
-            nonlocal resized
-            image = image.convert("RGB") if hasattr(image, "convert") else Image.fromarray(M.as_array(image))
-            if image.size != (sample.size, sample.size):
-                image = image.resize((sample.size, sample.size), Image.Resampling.BICUBIC)
-                resized += 1
-            image.save(out / OUTPUTS_DIR / f"{sample.id}.png")
-            row: dict[str, Any] = {
-                "id": sample.id,
-                "index": index,
-                "edit_type": sample.edit_type,
-                "family": sample.family,
-                "action": sample.action,
-                "instruction": sample.instruction,
-                **M.sample_metrics(np.asarray(image), sample),
-                "seconds": seconds,
-                "seed": seed + index,
-            }
-            if error is not None:
-                row["error"] = error
-            if text is not None:
-                row["text"] = text
-                row["expressive_exact_match"] = int(normalize_text(text) == normalize_text(sample.rewrite))
-            rows.append(row)
-            fh.write(json.dumps(_round(row)) + "\n")
+    todo = [(i, s) for i, s in runnable if s.id not in done]
+    new_rows: dict[str, dict[str, Any]] = {}
+    counters = {"resized": 0, "chain_fallbacks": 0, "guide_seconds": 0.0}
+    bar = tqdm(total=len(runnable), initial=len(runnable) - len(todo), desc=f"eval {name}", unit="edit",
+               disable=not progress)
 
-        def run(batch: list[tuple[int, Sample]]) -> None:
+    def source_of(sample: EvalSample) -> np.ndarray:
+        if sample.chain_from is not None:
+            prev = R.output_path(out, sample.chain_from)
+            if prev.is_file():
+                own = sample.load_source()
+                return resize_rgb(read_rgb(prev), own.shape[:2])
+            counters["chain_fallbacks"] += 1
+        return sample.load_source()
+
+    with (out / R.METRICS_FILE).open("a") as fh:
+        def record(batch: list[tuple[int, EvalSample]], sources: list[np.ndarray], images: list[Any],
+                   seconds: float, texts: list[str | None], extras: list[dict[str, Any]], error: str | None = None):
+            outputs = []
+            for (_, sample), src, image in zip(batch, sources, images):
+                arr = _as_rgb(image)
+                if arr.shape[:2] != src.shape[:2]:
+                    arr = resize_rgb(arr, src.shape[:2])
+                    counters["resized"] += 1
+                R.save_output(out, sample.id, arr)
+                outputs.append(arr)
+            size = [src.shape[:2] for src in sources]
+            mb = MetricBatch([s for _, s in batch], outputs, sources,
+                             [s.load_target(sz) for (_, s), sz in zip(batch, size)],
+                             [s.load_mask(sz) for (_, s), sz in zip(batch, size)], texts, extras)
+            for (index, sample), values, text in zip(batch, suite.compute(mb), texts):
+                row: dict[str, Any] = {"id": sample.id, "index": index}
+                for key in ("edit_type", "family"):
+                    if getattr(sample, key) is not None:
+                        row[key] = getattr(sample, key)
+                row.update({k: v for k, v in sample.meta.items() if isinstance(v, (str, int, float)) and k not in row})
+                if sample.tags:
+                    row["tags"] = list(sample.tags)
+                row["instruction"] = sample.instruction
+                row.update(values)
+                row["seconds"] = seconds / len(batch)
+                row["seed"] = seed + index
+                if error is not None:
+                    row["error"] = error
+                if text is not None:
+                    row["text"] = text
+                row = R.clean(row)
+                new_rows[sample.id] = row
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.flush()
+
+        def run_batch(batch: list[tuple[int, EvalSample]]) -> None:
+            sources = [source_of(s) for _, s in batch]
+            request = EditRequest(
+                images=[Image.fromarray(src) for src in sources],
+                instructions=[s.instruction for _, s in batch],
+                masks=[Image.fromarray(s.load_mask(src.shape[:2]).astype(np.uint8) * 255, mode="L")
+                       for (_, s), src in zip(batch, sources)] if plan.use_mask and all(
+                           s.mask is not None for _, s in batch) else None,
+                inputs=plan.inputs(batch[0][1]) if len(batch) == 1 else {},
+                seed=seed + batch[0][0],
+            )
+            t0 = time.perf_counter()
             try:
-                result, seconds, texts = _run_batch(guide, plan, batch, seed)
+                result = guide.edit(request)
             except REFUSALS as exc:
                 if len(batch) > 1:  # find the sample(s) the guide refuses; the others count normally
                     for item in batch:
-                        run([item])
+                        run_batch([item])
                     return
-                index, sample = batch[0]
                 message = " ".join(str(exc).split()) or type(exc).__name__
-                record(index, sample, Image.fromarray(sample.source), 0.0, None, error=message)
+                record(batch, sources, [Image.fromarray(sources[0])], 0.0, [None], [{}], error=message)
                 bar.update(1)
                 return
-            for (index, sample), image, text in zip(batch, result.images, texts):
-                record(index, sample, image, seconds / len(batch), text)
+            seconds = time.perf_counter() - t0
+            counters["guide_seconds"] += seconds
+            if len(result.images) != len(batch):
+                raise GuideError(f"guide '{name}' returned {len(result.images)} images for {len(batch)} requests")
+            texts = list(result.text or [])
+            texts = [texts[k] if k < len(texts) else None for k in range(len(batch))]
+            extras = [{k: (v[j] if isinstance(v, (list, tuple)) and len(v) == len(batch) else v)
+                       for k, v in (result.extras or {}).items()} for j in range(len(batch))]
+            record(batch, sources, list(result.images), seconds, texts, extras)
             bar.update(len(batch))
 
-        for batch in _batches(runnable, plan, batch_size):
-            run(batch)
+        for batch in _batches(todo, plan, batch_size):
+            run_batch(batch)
     bar.close()
 
-    summary = summarize(rows)
+    rows = [new_rows.get(s.id) or done[s.id] for _, s in runnable if s.id in new_rows or s.id in done]
+    summary = summarize(rows, suite)
     summary.update({
         "guide": name,
-        "config": _config_dict(guide),
-        "dataset": str(dataset_name),
+        "config": config,
+        "dataset": ds.root,
+        "dataset_format": ds.format,
         "dataset_size": len(samples),
         "skipped": len(skipped),
         "seed": seed,
         "batch_size": batch_size,
         "limit": limit,
         "inputs_passed": (["mask"] if plan.use_mask else []) + plan.input_names,
-        "outputs_resized": resized,
-        "seconds_total": total_seconds,
-        "audio_sample_rate": SAMPLE_RATE,
-        "metric_constants": M.CONSTANTS,
-        **(extra_summary or {}),
+        "outputs_resized": counters["resized"],
+        "resumed": len(runnable) - len(todo),
+        "seconds_total": time.perf_counter() - t_start,
     })
+    if counters["chain_fallbacks"]:
+        summary["chain_fallbacks"] = counters["chain_fallbacks"]
+    if ds.format == "editworld":
+        summary["audio_sample_rate"] = SAMPLE_RATE
+        summary["metric_constants"] = M.CONSTANTS
+    if ds.notes:
+        summary["dataset_notes"] = ds.notes
+    summary.update(extra_summary or {})
     if skipped:
-        summary["skipped_reason"] = {f"needs {','.join(v)}": sum(1 for x in skipped.values() if x == v)
-                                     for v in {tuple(x) for x in skipped.values()}}
-    (out / SUMMARY_FILE).write_text(json.dumps(_round(summary), indent=2, sort_keys=True) + "\n")
-    return summary
-
-
-def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Aggregate per-sample rows: means overall, by edit type and by family."""
-    by_type: dict[str, list[int]] = defaultdict(list)
-    by_family: dict[str, list[int]] = defaultdict(list)
-    for r in rows:
-        by_type[r["edit_type"]].append(r["edit_success"])
-        by_family[r["family"]].append(r["edit_success"])
-    count = len(rows)
-    summary: dict[str, Any] = {
-        "count": count,
-        "edit_success": _mean(r["edit_success"] for r in rows),
-        "edit_success_by_type": {k: _mean(v) for k, v in sorted(by_type.items())},
-        "edit_success_by_family": {k: _mean(v) for k, v in sorted(by_family.items())},
-        "count_by_type": {k: len(v) for k, v in sorted(by_type.items())},
-        "psnr": _mean(r["psnr"] for r in rows),
-        "psnr_background": _mean(r["psnr_background"] for r in rows),
-        "l1": _mean(r["l1"] for r in rows),
-        "seconds_per_edit": _mean(r["seconds"] for r in rows if "error" not in r),
-        "errors": sum(1 for r in rows if "error" in r),
-    }
-    texts = [r for r in rows if "expressive_exact_match" in r]
-    if texts:
-        summary["expressive_exact_match"] = _mean(r["expressive_exact_match"] for r in texts)
-        summary["expressive_count"] = len(texts)
+        reasons: dict[str, int] = {}
+        for v in skipped.values():
+            reasons[f"needs {','.join(v)}"] = reasons.get(f"needs {','.join(v)}", 0) + 1
+        summary["skipped_reason"] = reasons
+    summary = R.clean(summary)
+    R.write_summary(out, summary, suite.directions())
+    attempts[-1].update({"finished": now(), "samples_run": len(todo)})
+    run_record.update({"status": "complete", "attempts": attempts, "timings": {
+        "guide_seconds": counters["guide_seconds"], "metric_seconds": dict(suite.seconds),
+        "wall_seconds": summary["seconds_total"], **{k: v for k, v in (extra_summary or {}).items() if k.endswith("_seconds")},
+    }})
+    R.write_json(out / R.RUN_FILE, run_record)
     return summary

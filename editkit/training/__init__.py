@@ -8,4 +8,5 @@ from __future__ import annotations
 RECIPES = {
     "vae": ("editkit.training.vae", "VAERecipe", "train_vae"),
     "ip2p": ("editkit.training.ip2p", "IP2PRecipe", "train_ip2p"),
+    "mgie": ("editkit.training.mgie", "MGIERecipe", "train_mgie"),
 }

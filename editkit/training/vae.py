@@ -26,6 +26,10 @@ class VAERecipe(EditkitModel):
     seed: int = Field(0, description="Seed of data and initialisation.")
     image_size: int = Field(64, ge=16, le=512, description="EditWorld image size.")
     init: Path | None = Field(None, description="Continue from this VAE folder instead of a fresh one.")
+    decoder_only: bool = Field(
+        False, description="Train only the decoder (needs init). The latent space stays exactly the same, "
+        "so a UNet trained on these latents stays valid.",
+    )
 
 
 def train_vae(recipe: VAERecipe, progress: bool = True) -> dict:
@@ -43,7 +47,13 @@ def train_vae(recipe: VAERecipe, progress: bool = True) -> dict:
     val = images_to_tensor([s.source for s in val_samples])
 
     vae = AutoencoderKL.from_pretrained(recipe.init) if recipe.init else AutoencoderKL(**vae_config("editworld"))
-    opt = torch.optim.AdamW(vae.parameters(), lr=recipe.lr, weight_decay=0.0)
+    if recipe.decoder_only:
+        if recipe.init is None:
+            raise ValueError("decoder_only needs init (the VAE whose encoder is kept)")
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=recipe.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(recipe.seed)
     bar = tqdm(range(recipe.steps), desc="train vae", disable=not progress)
     for step in bar:
@@ -51,13 +61,14 @@ def train_vae(recipe: VAERecipe, progress: bool = True) -> dict:
             g["lr"] = cosine_lr(step, recipe.steps, recipe.lr)
         idx = torch.randint(0, data.shape[0], (recipe.batch_size,), generator=gen)
         x = data[idx]
-        posterior = vae.encode(x).latent_dist
+        with torch.set_grad_enabled(not recipe.decoder_only):
+            posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.mean).sample
         rec = (recon - x).abs().mean() + (recon - x).pow(2).mean()
-        loss = rec + recipe.kl_weight * posterior.kl().mean()
+        loss = rec + (0.0 if recipe.decoder_only else recipe.kl_weight * posterior.kl().mean())
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         if step % 50 == 0 or step == recipe.steps - 1:
             bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -69,11 +80,12 @@ def train_vae(recipe: VAERecipe, progress: bool = True) -> dict:
         std = latents.std().item()
         recon = torch.cat([vae.decode(vae.encode(val[i : i + 128]).latent_dist.mode()).sample
                            for i in range(0, val.shape[0], 128)])
-    vae.register_to_config(scaling_factor=round(1.0 / std, 5))
+    if not recipe.decoder_only:  # a decoder-only run keeps the latent space and its scaling factor
+        vae.register_to_config(scaling_factor=round(1.0 / std, 5))
     val_psnr = psnr(recon, val)
     vae.save_pretrained(recipe.out / "vae", safe_serialization=True)
     results = {"val_roundtrip_psnr_db": round(val_psnr, 2), "latent_std": round(std, 4),
-               "scaling_factor": round(1.0 / std, 5)}
+               "scaling_factor": float(vae.config.scaling_factor)}
     log.write(done=True, **results)
     write_recipe(recipe.out, "vae", recipe.model_dump(mode="json"), log.elapsed, results)
     return results

@@ -1,0 +1,55 @@
+"""EditWorld's exact metrics as registered metrics: strict edit success, and the exact match of a
+guide's text output with the sample's explicit rewrite (MGIE's expressive instruction)."""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Sequence
+
+from ...editworld.world import normalize_text
+from .. import editworld_metrics as M
+from .base import Metric, mean, register_metric
+
+
+@register_metric
+class EditSuccess(Metric):
+    name, needs, higher_is_better, family = "edit_success", frozenset({"editworld"}), True, "exact"
+    description = ("1 if the output is a correct edit by EditWorld's strict per-type checks, else 0 "
+                   "(editkit/eval/editworld_metrics.py); failed checks are listed per sample")
+
+    def compute(self, batch, indices):
+        out = []
+        for i in indices:
+            verdict = M.edit_checks(batch.outputs[i], batch.samples[i].editworld)
+            out.append({"edit_success": int(verdict["success"]), "failed_checks": verdict["failed"]})
+        return out
+
+    def summarize(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        scored = [r for r in rows if r.get("edit_success") is not None]
+        if not scored:
+            return {}
+        by_type: dict[str, list[int]] = defaultdict(list)
+        by_family: dict[str, list[int]] = defaultdict(list)
+        for r in scored:
+            by_type[str(r.get("edit_type"))].append(r["edit_success"])
+            by_family[str(r.get("family"))].append(r["edit_success"])
+        return {
+            "edit_success": mean(r["edit_success"] for r in scored),
+            "edit_success_by_type": {k: mean(v) for k, v in sorted(by_type.items())},
+            "edit_success_by_family": {k: mean(v) for k, v in sorted(by_family.items())},
+        }
+
+    def config(self) -> dict[str, Any]:
+        return {"constants": dict(M.CONSTANTS)}
+
+
+@register_metric
+class ExpressiveExactMatch(Metric):
+    name, needs, higher_is_better, family = "expressive_exact_match", frozenset({"text", "rewrite"}), True, "guide"
+    description = "1 if the guide's text output equals the sample's explicit rewrite (normalised), else 0"
+
+    def compute(self, batch, indices):
+        return [int(normalize_text(batch.texts[i]) == normalize_text(batch.samples[i].rewrite)) for i in indices]
+
+    def summarize(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        vals = [r[self.name] for r in rows if r.get(self.name) is not None]
+        return {self.name: mean(vals), "expressive_count": len(vals)} if vals else {}

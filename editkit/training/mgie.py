@@ -1,0 +1,380 @@
+"""Recipe ``mgie``: a tiny MGIE (vision tower + LLaMA + edit head + InstructPix2Pix UNet) on EditWorld.
+
+The reference recipe (apple/ml-mgie:mgie_llava.py#L292-L326, mgie_train.py) at small scale, in three
+phases. Phases 1 and 2 exist because no pretrained LLM is available offline:
+
+1. **LLM pre-training** (deviation from the reference, which starts from LLaVA-7B): every weight of the
+   tiny LLaVA (vision tower, projector, LLaMA) learns, with language-model cross-entropy only, to answer
+   "what will this image be like if '<instruction>'" with the explicit rewrite of the instruction followed
+   by ``[IMG0]``..``[IMG7]`` and end-of-sequence.
+2. **Edit-head warm start** (editkit addition): with the LLM frozen, the edit head learns to map the
+   [IMG] hidden states to what the ip2p text encoder makes of the rewrite, and ``edit_head(0, EMB)`` to
+   its empty-prompt encoding, so the ip2p UNet understands the new conditioning from the first step.
+3. **The MGIE recipe**: loss = LM cross-entropy + 0.5 x diffusion MSE (epsilon prediction on the scaled
+   target latents, unscaled source latents concatenated); trainable: token embeddings, LM head, edit
+   head, UNet (LLM blocks, vision tower and projector frozen; ``--lora-rank R`` adds LoRA adapters on the
+   LLM attention through peft when it is installed); conditioning dropout per sample u ~ U(0, 1): text ->
+   ``edit_head(0, EMB)`` if u < 2p, image latents zeroed if p <= u < 3p (5% / 5% / 5% with p = 0.05).
+
+The UNet and the frozen VAE come from the ip2p recipe's folder (``--ip2p``); the word tokenizer is
+``editkit.backend.tiny.word_tokenizer`` over the EditWorld vocabulary plus the prompt words and the
+[IMG] tokens. The mgie plugin is reached through its entry point (editkit never imports a guide plugin).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from ..config import EditkitModel
+from .common import RunLog, cosine_lr, set_threads, write_recipe
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+class MGIERecipe(EditkitModel):
+    out: Path = Field(ASSETS / "editworld-tiny-mgie", description="Output weights folder (editkit MGIE layout).")
+    ip2p: Path = Field(ASSETS / "editworld-tiny", description="Trained tiny ip2p folder: UNet (initialisation), "
+                       "VAE (frozen), text encoder (edit-head warm-start teacher).")
+    init: Path | None = Field(None, description="Start from an MGIE folder (editkit layout: LLM, edit head, UNet) "
+                              "instead of new models and the ip2p UNet, e.g. with --pretrain-steps 0 to redo phase 3.")
+    types: str = Field("explicit,referring", description="EditWorld families/types, comma-separated; equal shares.")
+    pool: int = Field(20000, ge=8, le=10_000_000, description="EditWorld training samples held in memory.")
+    image_size: int = Field(64, ge=16, le=512, description="EditWorld image size (also the vision tower's).")
+    size: Literal["editworld", "test"] = Field("editworld", description="Model sizes (editkit_mgie.tiny.SIZES).")
+    seed: int = Field(0, description="Seed of data and initialisation.")
+    pretrain_steps: int = Field(6000, ge=0, le=10_000_000, description="Phase 1: LLM pre-training steps.")
+    pretrain_lr: float = Field(1e-3, gt=0, le=1.0, description="Phase 1 peak learning rate (cosine).")
+    pretrain_batch_size: int = Field(64, ge=1, le=4096, description="Phase 1 samples per step.")
+    align_steps: int = Field(1000, ge=0, le=10_000_000, description="Phase 2: edit-head warm-start steps (0: skip).")
+    align_lr: float = Field(1e-3, gt=0, le=1.0, description="Phase 2 peak learning rate.")
+    steps: int = Field(3000, ge=0, le=10_000_000, description="Phase 3: MGIE recipe steps.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Phase 3 samples per step.")
+    lr: float = Field(2e-4, gt=0, le=1.0, description="Phase 3 peak learning rate (cosine).")
+    diffusion_weight: float = Field(0.5, ge=0, le=100, description="Weight of the diffusion MSE (reference 0.5).")
+    dropout: float = Field(0.05, ge=0, le=0.3, description="Conditioning dropout probability per pattern.")
+    lora_rank: int = Field(0, ge=0, le=256, description="Phase 3: LoRA rank on the LLM attention (0: off; needs peft).")
+    ema: float = Field(0.999, ge=0, lt=1, description="EMA decay of the saved phase-3 weights.")
+    max_new_tokens: int = Field(32, ge=8, le=256, description="Generation limit written to the config.")
+    eval_count: int = Field(256, ge=0, le=100_000, description="Validation samples for expressive exact match.")
+    eval_every: int = Field(1000, ge=1, le=10_000_000, description="Phase 1: exact match on 64 val samples every N steps.")
+    log_every: int = Field(50, ge=1, le=100_000, description="Log every N steps.")
+    device: str = Field("cpu", description="Torch device of the models being trained ('cpu', 'cuda').")
+
+
+def _plugin(module: str):
+    from ..registry import load_guide_class
+
+    package = load_guide_class("mgie").__module__.rsplit(".", 1)[0]
+    return importlib.import_module(f"{package}.{module}")
+
+
+# ----------------------------------------------------------------------------------- data
+class Pool:
+    """EditWorld samples as tensors: images for the tower (uint8), VAE latents, prompt/target token ids."""
+
+    def __init__(self, samples, mllm, vae, scale: float, n_img: int) -> None:
+        from .ip2p import encode_pool
+
+        tok = mllm.tokenizer
+        self.samples = samples
+        self.pixels = torch.from_numpy(np.stack([s.source for s in samples])).permute(0, 3, 1, 2)
+        self.src = encode_pool(vae, [s.source for s in samples])
+        self.tgt = encode_pool(vae, [s.target for s in samples]) * scale
+        self.prompts = [mllm.prompt_ids(s.instruction) for s in samples]
+        self.answers = [tok(s.rewrite, add_special_tokens=False).input_ids for s in samples]
+        self.tail = list(mllm.img_ids) + [tok.eos_token_id]
+        self.pad = mllm.pad_id
+        self.n_img = n_img
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def batch(self, idx: torch.Tensor, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+        """Right-padded teacher-forcing batch; ``img_pos[b]`` is the position whose state predicts [IMG0]."""
+        rows, labels, pos = [], [], []
+        for i in idx.tolist():
+            prompt, answer = self.prompts[i], self.answers[i] + self.tail
+            rows.append(prompt + answer)
+            labels.append([-100] * len(prompt) + answer)
+            pos.append(len(prompt) + len(self.answers[i]) - 1)
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        lab = torch.full((len(rows), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for b, (r, l) in enumerate(zip(rows, labels)):
+            ids[b, : len(r)], lab[b, : len(l)], mask[b, : len(r)] = torch.tensor(r), torch.tensor(l), 1
+        out = {"input_ids": ids, "labels": lab, "attention_mask": mask, "img_pos": torch.tensor(pos),
+               "pixel_values": self.pixels[idx].float().div(127.5).sub(1.0), "src": self.src[idx], "tgt": self.tgt[idx]}
+        return {k: v.to(device) for k, v in out.items()}
+
+
+def lm_forward(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cross-entropy on the answer tokens, last-layer hidden states)."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                pixel_values=batch["pixel_values"], output_hidden_states=True)
+    logits = out.logits[:, :-1].float()
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
+    return ce, out.hidden_states[-1]
+
+
+def img_states(hidden: torch.Tensor, pos: torch.Tensor, n: int) -> torch.Tensor:
+    """``hidden[b, pos_b : pos_b + n]`` for every b: the states that predict [IMG0]..[IMG(n-1)]."""
+    index = pos[:, None] + torch.arange(n, device=pos.device)[None]
+    return hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
+
+
+def _samples(split: str, count: int, seed: int, types: str, size: int):
+    from .. import editworld
+
+    groups = [t.strip() for t in types.split(",") if t.strip()]
+    out = []
+    for k, group in enumerate(groups):
+        share = count // len(groups) + (1 if k < count % len(groups) else 0)
+        if share:
+            out += editworld.generate(split, share, seed=seed, types=group, size=size)
+    return out
+
+
+@torch.no_grad()
+def expressive_exact_match(mllm, samples, max_new_tokens: int, batch: int = 32) -> dict[str, float]:
+    """Greedy decoding as the guide does it; exact match of the cleaned text with the rewrite, by family."""
+    from PIL import Image
+
+    from ..editworld import normalize_text
+
+    mllm.model.eval()
+    hits: dict[str, list[int]] = {}
+    for i in range(0, len(samples), batch):
+        chunk = samples[i: i + batch]
+        out = mllm.run([Image.fromarray(s.source) for s in chunk], [s.instruction for s in chunk],
+                       max_new_tokens=max_new_tokens)
+        for s, text in zip(chunk, out.texts):
+            ok = normalize_text(text).rstrip(" .") == normalize_text(s.rewrite).rstrip(" .")
+            hits.setdefault(s.family, []).append(int(ok))
+    return {f"exact_match_{fam}": round(sum(v) / len(v), 4) for fam, v in sorted(hits.items())}
+
+
+# ----------------------------------------------------------------------------------- training
+def _optimizer(params, lr):
+    return torch.optim.AdamW([p for p in params if p.requires_grad], lr=lr, weight_decay=0.0)
+
+
+def _step(opt, loss, params, step, total, base_lr, warmup) -> None:
+    for g in opt.param_groups:
+        g["lr"] = cosine_lr(step, total, base_lr, warmup=warmup)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in params if p.requires_grad], 1.0)
+    opt.step()
+
+
+def _add_lora(model, rank: int):
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        from ..errors import GuideConfigError
+
+        raise GuideConfigError("train mgie", "lora_rank", "LoRA needs peft (pip install peft)") from None
+    cfg = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    inject_adapter_in_model(cfg, model.model.language_model)
+    return [p for n, p in model.named_parameters() if "lora_" in n]
+
+
+def _merge_lora(model) -> None:
+    """Fold LoRA adapters into the base Linear layers so the saved LLM is a plain transformers model."""
+    for name, module in list(model.named_modules()):
+        if hasattr(module, "base_layer") and hasattr(module, "merge"):
+            module.merge()
+            parent = model.get_submodule(name.rsplit(".", 1)[0])
+            setattr(parent, name.rsplit(".", 1)[1], module.get_base_layer())
+
+
+def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from ..backend.components import Components, _scheduler_config
+    from ..backend.tiny import SCHEDULER_CONFIG
+
+    tiny, layout, mllm_mod, head_mod = (_plugin(m) for m in ("tiny", "layout", "mllm", "edit_head"))
+    set_threads()
+    torch.manual_seed(recipe.seed)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    log = RunLog(recipe.out / "logs" / "mgie")
+    ip2p = Path(recipe.ip2p)
+    vae = AutoencoderKL.from_pretrained(ip2p / "vae").eval().requires_grad_(False)
+    unet = UNet2DConditionModel.from_pretrained(ip2p / "unet")
+    scale = float(vae.config.scaling_factor)
+    try:
+        sched_cfg = _scheduler_config(str(ip2p))
+    except Exception:  # noqa: BLE001 - an ip2p folder without scheduler/: the shared tiny schedule
+        sched_cfg = dict(SCHEDULER_CONFIG)
+    teacher = teacher_tok = None
+    if recipe.align_steps:
+        from transformers import AutoTokenizer, CLIPTextModel
+
+        teacher = CLIPTextModel.from_pretrained(ip2p / "text_encoder").eval().requires_grad_(False)
+        teacher_tok = AutoTokenizer.from_pretrained(ip2p / "tokenizer")
+
+    sizes = dict(tiny.SIZES[recipe.size], image_size=recipe.image_size)
+    if recipe.init is not None:
+        from transformers import AutoTokenizer, LlavaForConditionalGeneration
+
+        tok = AutoTokenizer.from_pretrained(Path(recipe.init) / "llm")
+        model = LlavaForConditionalGeneration.from_pretrained(Path(recipe.init) / "llm")
+        unet = UNet2DConditionModel.from_pretrained(Path(recipe.init) / "unet")
+        sizes["llm_width"] = model.config.text_config.hidden_size
+    else:
+        tok = tiny.tokenizer()
+        model = tiny.llava(tok, sizes, seed=recipe.seed)
+    meta = tiny.tiny_meta(max_new_tokens=recipe.max_new_tokens)
+    mllm = mllm_mod.MLLM(model, tok, tiny.image_processor(recipe.image_size), meta)
+    n_img = mllm.n_img
+    if recipe.init is not None:
+        from ..weights import load_state_dict
+
+        init_cfg = json.loads((Path(recipe.init) / layout.CONFIG_FILE).read_text())
+        head = head_mod.EditHead(head_mod.EditHeadConfig.from_dict(init_cfg["edit_head"]))
+        head_sd = load_state_dict(Path(recipe.init) / "edit_head.safetensors")
+        head.load_state_dict({k[len("edit_head."):]: v for k, v in head_sd.items() if k.startswith("edit_head.")})
+    else:
+        # the warm-start teacher fixes the number of queries: one per ip2p text position
+        queries = teacher_tok.model_max_length if teacher_tok is not None else None
+        head = head_mod.EditHead(tiny.edit_head_config(sizes["llm_width"], unet.config.cross_attention_dim, sizes,
+                                                       queries))
+
+    def save(note: str) -> None:
+        layout.save(recipe.out, model=model, tokenizer=tok, image_processor=mllm.image_processor, edit_head=head,
+                    emb=model.get_input_embeddings().weight[-n_img:], meta=meta,
+                    components=Components(unet=unet, vae=vae, scheduler_config=sched_cfg), note=note)
+
+    samples = _samples("train", recipe.pool, recipe.seed, recipe.types, recipe.image_size)
+    val = _samples("val", recipe.eval_count, recipe.seed, recipe.types, recipe.image_size)
+    pool = Pool(samples, mllm, vae, scale, n_img)
+    log.write(pool=len(pool), llm_params=sum(p.numel() for p in model.parameters()),
+              head_params=sum(p.numel() for p in head.parameters()), image_tokens=mllm.image_seq_length)
+    results: dict[str, Any] = {"pool": len(pool)}
+
+    device = recipe.device
+    model.to(device)
+    head.to(device)
+    unet.to(device)
+
+    def sample_idx(n):
+        return torch.randint(0, len(pool), (n,), generator=gen)
+
+    def batch(n):
+        idx = sample_idx(n)
+        return idx, pool.batch(idx, device)
+
+    # ---- phase 1: LLM pre-training (all LLaVA weights; CE only)
+    model.train().requires_grad_(True)
+    params = list(model.parameters())
+    opt = _optimizer(params, recipe.pretrain_lr)
+    bar = tqdm(range(recipe.pretrain_steps), desc="mgie 1/3 llm", disable=not progress)
+    for step in bar:
+        ce, _ = lm_forward(model, batch(recipe.pretrain_batch_size)[1])
+        _step(opt, ce, params, step, recipe.pretrain_steps, recipe.pretrain_lr, warmup=200)
+        if step % recipe.log_every == 0 or step == recipe.pretrain_steps - 1:
+            bar.set_postfix(ce=f"{ce.item():.4f}")
+            log.write(phase=1, step=step, ce=ce.item())
+        if val and step > 0 and step % recipe.eval_every == 0:
+            log.write(phase=1, step=step, **expressive_exact_match(mllm, val[:64], recipe.max_new_tokens))
+            model.train()
+    if recipe.pretrain_steps:
+        results["pretrain_ce"] = round(ce.item(), 5)
+    model.eval().requires_grad_(False)
+
+    if recipe.pretrain_steps:  # a checkpoint to resume from (--init OUT --pretrain-steps 0)
+        save("tiny EditWorld MGIE after phase 1 of 'editkit train mgie' (LLM pre-trained; head and UNet not yet)")
+
+    # ---- phase 2: edit-head warm start against the ip2p text encoder (LLM frozen)
+    if recipe.align_steps and teacher is not None:
+        def encode(texts):
+            ids = teacher_tok(texts, padding="max_length", truncation=True, max_length=teacher_tok.model_max_length,
+                              return_tensors="pt").input_ids
+            return teacher(ids.to(device))[0]
+
+        teacher.to(device)
+        null_target = encode([""])
+        opt = _optimizer(head.parameters(), recipe.align_lr)
+        bar = tqdm(range(recipe.align_steps), desc="mgie 2/3 head", disable=not progress)
+        for step in bar:
+            idx, b = batch(recipe.batch_size)
+            with torch.no_grad():
+                _, hidden = lm_forward(model, b)
+                target = encode([pool.samples[i].rewrite for i in idx.tolist()])
+            emb = model.get_input_embeddings().weight[-n_img:].detach()
+            loss = F.mse_loss(head(img_states(hidden, b["img_pos"], n_img), emb), target) + \
+                F.mse_loss(head.null(emb), null_target)
+            _step(opt, loss, list(head.parameters()), step, recipe.align_steps, recipe.align_lr, warmup=50)
+            if step % recipe.log_every == 0 or step == recipe.align_steps - 1:
+                bar.set_postfix(mse=f"{loss.item():.4f}")
+                log.write(phase=2, step=step, align_mse=loss.item())
+        results["align_mse"] = round(loss.item(), 5)
+
+    # ---- phase 3: the MGIE recipe
+    from diffusers import DDPMScheduler
+
+    embed, lm_head = model.get_input_embeddings(), model.get_output_embeddings()
+    embed.weight.requires_grad_(True)
+    lm_head.weight.requires_grad_(True)
+    lora = _add_lora(model, recipe.lora_rank) if recipe.lora_rank and recipe.steps else []
+    unet.train().requires_grad_(True)
+    head.train().requires_grad_(True)
+    trainable = [embed.weight, lm_head.weight, *lora, *head.parameters(), *unet.parameters()]
+    ema = [p.detach().clone() for p in trainable]
+    opt = _optimizer(trainable, recipe.lr)
+    alphas = DDPMScheduler.from_config(sched_cfg).alphas_cumprod
+    p_drop = recipe.dropout
+    bar = tqdm(range(recipe.steps), desc="mgie 3/3 joint", disable=not progress)
+    for step in bar:
+        _, b = batch(recipe.batch_size)
+        ce, hidden = lm_forward(model, b)
+        emb = embed.weight[-n_img:]
+        cond = head(img_states(hidden, b["img_pos"], n_img), emb)
+        u = torch.rand(recipe.batch_size, generator=gen).to(device)
+        drop_text, drop_image = u < 2 * p_drop, (u >= p_drop) & (u < 3 * p_drop)
+        cond = torch.where(drop_text[:, None, None], head.null(emb).expand_as(cond), cond)
+        src = b["src"] * (~drop_image).float()[:, None, None, None]
+        noise = torch.randn(b["tgt"].shape, generator=gen).to(device)
+        t = torch.randint(0, alphas.shape[0], (recipe.batch_size,), generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1).to(device)
+        t = t.to(device)
+        noisy = a.sqrt() * b["tgt"] + (1 - a).sqrt() * noise
+        pred = unet(torch.cat([noisy, src], 1), t, encoder_hidden_states=cond).sample
+        mse = F.mse_loss(pred, noise)
+        loss = ce + recipe.diffusion_weight * mse
+        _step(opt, loss, trainable, step, recipe.steps, recipe.lr, warmup=100)
+        decay = min(recipe.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema, trainable):
+                e.lerp_(p.detach(), 1 - decay)
+        if step % recipe.log_every == 0 or step == recipe.steps - 1:
+            bar.set_postfix(ce=f"{ce.item():.4f}", mse=f"{mse.item():.4f}")
+            log.write(phase=3, step=step, ce=ce.item(), mse=mse.item(), lr=opt.param_groups[0]["lr"])
+    if recipe.steps:
+        with torch.no_grad():
+            for e, p in zip(ema, trainable):
+                p.copy_(e)
+        results.update(final_ce=round(ce.item(), 5), final_mse=round(mse.item(), 5))
+    if lora:
+        _merge_lora(model)
+    model.eval().requires_grad_(False).cpu()
+    unet.eval().requires_grad_(False).cpu()
+    head.eval().requires_grad_(False).cpu()
+
+    save("tiny EditWorld MGIE trained with 'editkit train mgie' (see recipe_mgie.json)")
+    if val:
+        results.update(expressive_exact_match(mllm, val, recipe.max_new_tokens))
+    log.write(done=True, **results)
+    write_recipe(recipe.out, "mgie", recipe.model_dump(mode="json"), log.elapsed, results)
+    return results

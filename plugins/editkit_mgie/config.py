@@ -1,0 +1,38 @@
+"""Options of the ``mgie`` guide (validated; errors name the guide and the option)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from editkit.config import GuideConfig
+
+
+class MGIEConfig(GuideConfig):
+    model: str = Field(
+        "editworld", min_length=1,
+        description="Weights: 'editworld' (committed tiny EditWorld MGIE), a folder in the editkit MGIE layout "
+        "('editkit train mgie' / 'editkit convert mgie'), a hub id holding that layout, or the official release "
+        "folder with LLaVA-7B-v1/ and mgie_7b/ (converted in memory).",
+    )
+    steps: int = Field(20, ge=1, le=1000, description="Sampling steps (the reference pipeline uses 100).")
+    text_scale: float = Field(7.5, ge=0.0, le=50.0, description="Text guidance scale s_T (alpha_X; reference 7.5).")
+    image_scale: float = Field(1.5, ge=0.0, le=50.0, description="Image guidance scale s_I (alpha_V; reference 1.5).")
+    scheduler: Literal["ddim", "ddpm", "euler_ancestral"] = Field(
+        "euler_ancestral", description="Sampler (the InstructPix2Pix pipeline the reference uses is Euler ancestral).")
+    max_new_tokens: int | None = Field(
+        None, ge=1, le=1024, description="Most LLM tokens to generate; None: the checkpoint's value (official 96).")
+    no_repeat_ngram_size: int | None = Field(
+        None, ge=0, le=16, description="Ban repeated n-grams while decoding (0: off); None: the checkpoint's value "
+        "(official 3; tiny EditWorld 0, since rewrites repeat 3-grams of the prompt).")
+    resolution: int = Field(
+        0, ge=0, le=4096, description="0: edit at the native size (demo.ipynb). N > 0: centre-crop to a square and "
+        "resize to N x N first, as the author's app.py does with 512 (the output then has that size).")
+    vision_tower: str = Field(
+        "openai/clip-vit-large-patch14", min_length=1,
+        description="Official release only: the CLIP vision tower (hub id or folder) paired with LLaVA-7B-v1.")
+    pipeline: str | None = Field(
+        None, description="InstructPix2Pix shell for the VAE and scheduler (hub id or folder); None: the checkpoint's "
+        "(official: timbrooks/instruct-pix2pix).")
+    quantize: Literal["none", "8bit", "4bit"] = Field(
+        "none", description="Load the LLM in 8 or 4 bits with bitsandbytes (CUDA only, optional dependency).")

@@ -1,0 +1,130 @@
+"""The ``mgie`` guide: a multimodal LLM writes the expressive instruction and [IMG] tokens whose hidden
+states, through the edit head, condition an InstructPix2Pix UNet (Fu et al., ICLR 2024)."""
+from __future__ import annotations
+
+import importlib.util
+import time
+from typing import Any
+
+from editkit.errors import GuideConfigError
+from editkit.guide import Guide
+from editkit.types import Conditioning, EditRequest, EditResult
+
+from .config import MGIEConfig
+
+_CONTRACT_WEIGHTS: dict[str, str] = {}
+
+
+class MGIEGuide(Guide):
+    name = "mgie"
+    Config = MGIEConfig
+
+    @classmethod
+    def contract_options(cls) -> dict[str, Any]:
+        """Cheap options for the guide contract. Until the tiny EditWorld MGIE is committed, random tiny
+        weights are written to a temporary folder once per process (plumbing only, never a demo)."""
+        from .layout import CONFIG_FILE, EDITWORLD_MGIE
+
+        options: dict[str, Any] = {"steps": 2, "progress": False}
+        if not (EDITWORLD_MGIE / CONFIG_FILE).is_file():
+            if "random" not in _CONTRACT_WEIGHTS:
+                import atexit
+                import shutil
+                import tempfile
+
+                from .tiny import build_random
+
+                folder = tempfile.mkdtemp(prefix="editkit-mgie-contract-")
+                atexit.register(shutil.rmtree, folder, True)
+                _CONTRACT_WEIGHTS["random"] = str(build_random(folder))
+            options["model"] = _CONTRACT_WEIGHTS["random"]
+        return options
+
+    # ------------------------------------------------------------------ loading
+    def load(self, backends) -> None:
+        import torch
+
+        from editkit.backend.cache import resolve_device
+
+        from .layout import diffusion_loader, load
+
+        cfg = self.config
+        if cfg.quantize != "none":
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise GuideConfigError(self.name, "quantize", "needs bitsandbytes (pip install bitsandbytes)")
+            if not resolve_device(cfg.device).startswith("cuda"):
+                raise GuideConfigError(self.name, "quantize", "8/4-bit loading needs a CUDA device")
+        device = resolve_device(cfg.device)
+        dtype = getattr(torch, cfg.dtype)
+        parts = load(cfg.model, device=device, dtype=dtype, quantize=cfg.quantize,
+                     vision_tower=cfg.vision_tower, pipeline=cfg.pipeline)
+        self.mllm, self.edit_head, self.emb, self.weights = parts.mllm, parts.edit_head, parts.emb, parts
+        # One backend per (shell, UNet weights): a second mgie guide with other options shares it, and the
+        # shell's own UNet and text encoder are never loaded.
+        self.backend = backends.get(parts.pipeline, device=cfg.device, dtype=cfg.dtype,
+                                    loader=diffusion_loader(parts.unet), key=f"mgie:{parts.unet}")
+        with torch.inference_mode():
+            self._null = self.edit_head.null(self.emb)  # edit_head(zeros, EMB), computed once
+
+    # ------------------------------------------------------------------ stages
+    def generation_options(self) -> dict[str, int]:
+        cfg, meta = self.config, self.mllm.meta
+        return {
+            "max_new_tokens": int(cfg.max_new_tokens or meta.get("max_new_tokens", 96)),
+            "no_repeat_ngram_size": int(cfg.no_repeat_ngram_size if cfg.no_repeat_ngram_size is not None
+                                        else meta.get("no_repeat_ngram_size", 3)),
+        }
+
+    def run_llm(self, request: EditRequest):
+        """The LLM stage: expressive instructions and the [IMG] hidden states of the whole batch."""
+        return self.mllm.run(request.images, request.instructions, **self.generation_options())
+
+    def conditioning(self, hidden) -> Conditioning:
+        import torch
+
+        with torch.inference_mode():
+            cond = self.edit_head(hidden.to(self.emb.dtype), self.emb)
+        cfg = self.config
+        return Conditioning(cond=cond, null=self._null, mode="ip2p", text_scale=cfg.text_scale,
+                            image_scale=cfg.image_scale)
+
+    def prepare(self, request: EditRequest) -> Conditioning:
+        return self.conditioning(self.run_llm(request).hidden)
+
+    def _resize(self, request: EditRequest) -> EditRequest:
+        n = self.config.resolution
+        if not n:
+            return request
+        from dataclasses import replace
+
+        from PIL import Image, ImageOps
+
+        images = [ImageOps.fit(im, (n, n), Image.Resampling.LANCZOS) for im in request.images]
+        masks = None if request.masks is None else [ImageOps.fit(m, (n, n), Image.Resampling.NEAREST)
+                                                     for m in request.masks]
+        return replace(request, images=images, masks=masks)
+
+    def edit(self, request: EditRequest) -> EditResult:
+        if self.backend is None:
+            raise RuntimeError(f"guide '{self.name}' is not loaded; call load() first")
+        self.check_inputs(request)
+        request = self._resize(request)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        out = self.run_llm(request)
+        timings["llm"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cond = self.conditioning(out.hidden)
+        timings["edit_head"] = time.perf_counter() - t0
+        timings["prepare"] = timings["llm"] + timings["edit_head"]
+        images = self.backend.generate(cond, request, hooks=self, timings=timings, **self.sampling_options())
+        n = self.mllm.n_img
+        warnings = [
+            f"mgie: sample {i}: the model generated no [IMG0] token within "
+            f"{self.generation_options()['max_new_tokens']} new tokens; the edit head used the last {n} "
+            "positions instead (the reference's fallback)"
+            for i, ok in enumerate(out.found) if not ok
+        ]
+        return EditResult(images=images, guide=self.name, config=self.config.model_dump(), seed=request.seed,
+                          text=list(out.texts), timings=timings, warnings=warnings,
+                          extras={"img_token_found": list(out.found), "llm_output": list(out.raw)})

@@ -1,0 +1,104 @@
+"""``editkit train mgie`` end to end for a few steps at test sizes, then the guide loads the result."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from PIL import Image
+
+from editkit.backend import BackendCache
+from editkit.backend.tiny import save_components, tiny_components
+from editkit.types import EditRequest
+from editkit_mgie import MGIEGuide
+from editkit_mgie.tiny import image_processor
+
+
+def test_mgie_recipe_runs_and_produces_a_working_guide(tmp_path):
+    from editkit.training.mgie import MGIERecipe, Pool, img_states, train_mgie
+
+    ip2p = save_components(tiny_components(0), tmp_path / "ip2p")  # stands in for the trained ip2p folder
+    out = tmp_path / "mgie"
+    recipe = MGIERecipe(out=out, ip2p=ip2p, size="test", image_size=32, pool=8, pretrain_steps=2,
+                        pretrain_batch_size=4, align_steps=2, steps=2, batch_size=4, eval_count=2, max_new_tokens=12)
+    res = train_mgie(recipe, progress=False)
+    assert all(np.isfinite(res[k]) for k in ("pretrain_ce", "align_mse", "final_ce", "final_mse"))
+    assert "exact_match_explicit" in res and "exact_match_referring" in res
+    record = json.loads((out / "recipe_mgie.json").read_text())
+    assert record["config"]["steps"] == 2 and record["results"]["pool"] == 8
+    phases = {row.get("phase") for row in map(json.loads, (out / "logs" / "mgie" / "log.jsonl").read_text().splitlines())}
+    assert {1, 2, 3} <= phases
+    for f in ("llm/model.safetensors", "edit_head.safetensors", "unet/diffusion_pytorch_model.safetensors",
+              "vae/diffusion_pytorch_model.safetensors", "mgie_config.json"):
+        assert (out / f).is_file(), f
+
+    guide = MGIEGuide(model=str(out), steps=2, progress=False)
+    guide.load(BackendCache())
+    assert guide.edit_head.config.num_queries == 16  # = the ip2p tokenizer length (warm-start teacher)
+    src = Image.fromarray(np.zeros((32, 32, 3), np.uint8))
+    result = guide.edit(EditRequest(images=[src], instructions=["remove the red circle"]))
+    assert result.images[0].size == (32, 32) and len(result.text) == 1
+
+    # training's teacher forcing sees what inference sees: same pixels, same prompt, same [IMG] states
+    from editkit import editworld
+
+    s = editworld.generate("train", 1, seed=0, types="referring", size=32)[0]
+    m = guide.mllm
+    pool = Pool([s], m, guide.backend.vae, 1.0, 8)
+    b = pool.batch(torch.tensor([0]))
+    torch.testing.assert_close(b["pixel_values"], image_processor(32)(images=[Image.fromarray(s.source)],
+                                                                      return_tensors="pt")["pixel_values"])
+    ids = b["input_ids"][0].tolist()
+    assert ids[: len(m.prompt_ids(s.instruction))] == m.prompt_ids(s.instruction)
+    assert ids[b["img_pos"][0] + 1] == m.img_ids[0] and ids[-1] == m.tokenizer.eos_token_id
+    h = torch.arange(2 * 40 * 3, dtype=torch.float).view(2, 40, 3)
+    torch.testing.assert_close(img_states(h, torch.tensor([1, 5]), 8)[1], h[1, 5:13])
+
+
+def test_lora_option_needs_peft(monkeypatch):
+    import sys
+
+    import pytest
+
+    from editkit.errors import GuideConfigError
+    from editkit.training.mgie import _add_lora
+
+    monkeypatch.setitem(sys.modules, "peft", None)
+    with pytest.raises(GuideConfigError, match="option 'lora_rank'.*peft"):
+        _add_lora(object(), 4)
+
+
+def test_lora_adapters_merge_into_a_plain_llava():
+    import pytest
+
+    pytest.importorskip("peft")
+    from editkit.training.mgie import _add_lora, _merge_lora
+    from editkit_mgie.tiny import llava, tokenizer
+
+    model = llava(tokenizer(), "test").eval()
+    params = _add_lora(model, 4)
+    assert params and all(p.requires_grad for p in params)
+    with torch.no_grad():
+        for p in params:
+            p.normal_()
+        ids = torch.tensor([[2, 10, 11, 12]])
+        before = model(input_ids=ids).logits
+        _merge_lora(model)
+        assert not [n for n, _ in model.named_parameters() if "lora_" in n]
+        torch.testing.assert_close(model(input_ids=ids).logits, before, atol=1e-4, rtol=1e-4)
+
+
+def test_mgie_recipe_resumes_from_a_saved_folder(tmp_path):
+    from editkit.training.mgie import MGIERecipe, train_mgie
+
+    ip2p = save_components(tiny_components(0), tmp_path / "ip2p")
+    first = MGIERecipe(out=tmp_path / "a", ip2p=ip2p, size="test", image_size=32, pool=8, pretrain_steps=1,
+                       pretrain_batch_size=4, align_steps=0, steps=0, eval_count=0)
+    train_mgie(first, progress=False)
+    again = MGIERecipe(out=tmp_path / "b", ip2p=ip2p, init=tmp_path / "a", size="test", image_size=32, pool=8,
+                       pretrain_steps=0, align_steps=0, steps=1, batch_size=4, eval_count=0)
+    res = train_mgie(again, progress=False)
+    assert np.isfinite(res["final_mse"]) and "pretrain_ce" not in res
+    a = json.loads((tmp_path / "a" / "mgie_config.json").read_text())
+    b = json.loads((tmp_path / "b" / "mgie_config.json").read_text())
+    assert a["edit_head"] == b["edit_head"] and a["edit_head"]["num_queries"] == 8  # no teacher: SIZES queries
