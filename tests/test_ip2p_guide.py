@@ -50,5 +50,13 @@ def test_ip2p_options_are_validated():
 
 def test_ip2p_missing_model_folder_is_a_clear_error(tmp_path):
     guide = InstructPix2PixGuide(model=str(tmp_path / "nope"), progress=False)
-    with pytest.raises(GuideLoadError, match="cannot load unet"):
+    with pytest.raises(GuideLoadError, match="does not exist"):
         guide.load(BackendCache())
+
+
+def test_unreachable_hub_id_is_a_one_line_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    guide = InstructPix2PixGuide(model="nobody/not-a-model", progress=False)
+    with pytest.raises(GuideLoadError, match="cannot load unet from 'nobody/not-a-model'") as info:
+        guide.load(BackendCache())
+    assert "\n" not in str(info.value)

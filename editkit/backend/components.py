@@ -43,6 +43,7 @@ def _load(cls, source: str, subfolder: str, **kwargs):
         return cls.from_pretrained(source, subfolder=subfolder, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first.split(". ")[0].rstrip(".")
         raise GuideLoadError(f"cannot load {subfolder} from '{source}': {first}") from None
 
 
@@ -51,7 +52,11 @@ def load_components(source: str | Path, *, text: bool = True, unet_subfolder: st
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     src = resolve_source(source)
-    local = Path(src)
+    local = Path(src).expanduser()
+    if source in BUILTIN_SOURCES and not local.is_dir():
+        raise GuideLoadError(f"the built-in '{source}' weights are missing at {local} (see docs/training.md)")
+    if str(src).startswith(("/", "./", "../", "~")) and not local.exists():
+        raise GuideLoadError(f"weights folder '{src}' does not exist")
     if local.exists() and not local.is_dir():
         raise GuideLoadError(f"'{src}' is a file; expected a folder in the diffusers layout or a hub id")
     if local.is_dir() and not (local / unet_subfolder).is_dir():

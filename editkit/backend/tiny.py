@@ -68,7 +68,7 @@ def text_config(vocab_size: int, hidden: int = 32, size: str = "test") -> dict:
 
 def word_tokenizer(words: Iterable[str], max_length: int = 24):
     """A word-level fast tokenizer (lowercase, punctuation split) built offline from a vocabulary."""
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
 
@@ -79,7 +79,7 @@ def word_tokenizer(words: Iterable[str], max_length: int = 24):
     tk = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
     tk.normalizer = normalizers.Lowercase()
     tk.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(r"\[\w+\]|[^\w\s]", behavior="isolated")]
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(r"\[\w+\]|[^\w\s]"), behavior="isolated")]
     )
     tk.post_processor = processors.TemplateProcessing(
         single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])]

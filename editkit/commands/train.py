@@ -37,11 +37,22 @@ def _parse_options(tokens: list[str], recipe: str) -> dict:
     return options
 
 
+def _recipe_help(name: str, model) -> str:
+    lines = [f"usage: editkit train {name} [--field value ...]", "", "options:"]
+    for field, info in model.model_fields.items():
+        default = "required" if info.is_required() else f"default {info.default!r}"
+        lines.append(f"  --{field.replace('_', '-'):<16} {info.description or ''} ({default})")
+    return "\n".join(lines)
+
+
 def run(args) -> int:
     from ..config import validate_config
 
     module, model_name, fn_name = RECIPES[args.recipe]
     mod = importlib.import_module(module)
+    if any(tok in ("-h", "--help") for tok in args.options):
+        print(_recipe_help(args.recipe, getattr(mod, model_name)))
+        return 0
     recipe = validate_config(f"train {args.recipe}", getattr(mod, model_name), _parse_options(args.options, args.recipe))
     results = getattr(mod, fn_name)(recipe, progress=not args.no_progress)
     print(json.dumps(results, indent=2))

@@ -48,8 +48,13 @@ class ExpressiveExactMatch(Metric):
     description = "1 if the guide's text output equals the sample's explicit rewrite (normalised), else 0"
 
     def compute(self, batch, indices):
-        return [int(normalize_text(batch.texts[i]) == normalize_text(batch.samples[i].rewrite)) for i in indices]
+        return [int(_sentence(batch.texts[i]) == _sentence(batch.samples[i].rewrite)) for i in indices]
 
     def summarize(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         vals = [r[self.name] for r in rows if r.get(self.name) is not None]
         return {self.name: mean(vals), "expressive_count": len(vals)} if vals else {}
+
+
+def _sentence(text: str) -> str:
+    """Normalised tokens without a final full stop (MGIE's cleaned text ends with one; rewrites do not)."""
+    return normalize_text(text).rstrip(" .")
