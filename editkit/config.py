@@ -22,7 +22,8 @@ class GuideConfig(EditkitModel):
 
     device: str = Field("cpu", description="Torch device: 'cpu', 'cuda', 'cuda:1', or 'auto' (cuda when available).")
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
-        "float32", description="Compute dtype of the models; half precision needs a GPU."
+        "float32", description="Compute dtype of the models: float16 needs a GPU; bfloat16 also runs on CPUs "
+        "with AVX512-BF16 (about 1.7x faster there, results differ slightly from float32)."
     )
     progress: bool = Field(True, description="Show a tqdm progress bar over the denoising steps.")
 

@@ -237,3 +237,25 @@ def test_missing_weights_are_a_clear_error(tmp_path):
 
     with pytest.raises(GuideLoadError, match="no 'unet/' folder"):
         load_components(tmp_path)
+
+
+def test_v_prediction_zero_snr_schedule_samples_and_guides():
+    from editkit.backend.tiny import EDITWORLD_SCHEDULER_CONFIG
+
+    comps = tiny_components(2, in_channels=4)
+    comps.scheduler_config = dict(EDITWORLD_SCHEDULER_CONFIG, _class_name="DDIMScheduler")
+    b = LatentDiffusionBackend(comps)
+    cond = Conditioning(cond=b.encode_text(["a star"]), mode="noise")
+    plain = b.sample(cond, [3], height=32, width=32, steps=5, scheduler="auto", progress=False)
+    assert torch.isfinite(plain).all()
+    hook = GradHook()
+    guided = b.sample(cond, [3], height=32, width=32, steps=5, progress=False, hooks=hook)
+    assert hook.calls == 5 and guided.norm() < plain.norm()
+
+
+def test_auto_scheduler_follows_the_checkpoint():
+    from editkit.backend.schedulers import make_scheduler
+
+    assert type(make_scheduler("auto", {"_class_name": "EulerAncestralDiscreteScheduler"})).__name__ == \
+        "EulerAncestralDiscreteScheduler"
+    assert type(make_scheduler("auto", {})).__name__ == "DDIMScheduler"

@@ -50,6 +50,10 @@ class BackendCache:
         if dtype not in _DTYPES:
             raise ValueError(f"unknown dtype '{dtype}'")
         device = resolve_device(device)
+        if dtype == "float16" and device == "cpu":
+            from ..errors import InvalidInputError
+
+            raise InvalidInputError("dtype 'float16' needs a GPU; use float32 or bfloat16 on the CPU")
         src = resolve_source(source)
         cache_key = (src, device, dtype, key)
         with self._lock:

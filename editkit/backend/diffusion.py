@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from ..types import Conditioning, EditRequest, StepState
 from .components import Components
 from .images import crop_to, pad_to_multiple, pil_to_tensor, tensor_to_pil
-from .schedulers import make_scheduler
+from .schedulers import make_scheduler, resolve_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -130,6 +130,7 @@ class LatentDiffusionBackend:
         callback: Callable[[StepState], None] | None = None,
     ) -> torch.Tensor:
         """The denoising loop; returns scaled latents (B, 4, h, w)."""
+        scheduler = resolve_name(scheduler, self.scheduler_config)
         sched = make_scheduler(scheduler, self.scheduler_config)
         sched.set_timesteps(steps, device=self.device)
         timesteps = sched.timesteps
@@ -191,12 +192,18 @@ class LatentDiffusionBackend:
         alpha_bar = sched.alphas_cumprod.to(self.device)[int(t)].to(self.dtype)
         with torch.enable_grad():
             x = latents.detach().requires_grad_(True)
-            eps = denoiser(sched.scale_model_input(x, t), t)
-            pred_x0 = (x - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+            out = denoiser(sched.scale_model_input(x, t), t)
+            eps, pred_x0 = _eps_and_x0(out, x, alpha_bar, sched.config.prediction_type)
             loss = hooks.guidance_loss(pred_x0, StepState(step=i, timestep=t, latents=x, pred_x0=pred_x0))
             if loss is None:
-                return eps.detach()
+                return out.detach()
             grad = torch.autograd.grad(loss, x)[0]
+        if sched.config.prediction_type == "v_prediction":
+            # eps' = eps + s * grad with x fixed  =>  v' = v + s * grad / sqrt(alpha_bar). Near zero terminal
+            # SNR the x0 estimate carries no signal of x_t, so the guidance is skipped there.
+            if float(alpha_bar) < 1e-3:
+                return out.detach()
+            return (out + (1 - alpha_bar).sqrt() / alpha_bar.sqrt() * grad).detach()
         return (eps + (1 - alpha_bar).sqrt() * grad).detach()
 
     # ------------------------------------------------------------------ inversion
@@ -224,7 +231,8 @@ class LatentDiffusionBackend:
             a_prev = alphas[int(ts[i - 1])] if i > 0 else sched.final_alpha_cumprod.to(self.device)
             a_t = alphas[int(t)]
             inp = x if image_latents is None else torch.cat([x, image_latents], dim=1)
-            eps = self.unet(inp, t, encoder_hidden_states=cond).sample.float()
+            out = self.unet(inp, t, encoder_hidden_states=cond).sample.float()
+            eps, _ = _eps_and_x0(out, x.float(), a_t, sched.config.prediction_type)  # the level the model is told
             x0 = (x.float() - (1 - a_prev).sqrt() * eps) / a_prev.sqrt()
             x = (a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps).to(self.dtype)
         return x
@@ -284,6 +292,16 @@ class _Denoiser:
             e_cond, e_unc = eps.chunk(2)
             return e_unc + self.text_scale * (e_cond - e_unc)
         return eps
+
+
+def _eps_and_x0(out: torch.Tensor, x: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str):
+    """Noise and clean-sample estimates from a model output of either parametrisation."""
+    a, s = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    if prediction_type == "v_prediction":
+        return s * x + a * out, a * x - s * out
+    if prediction_type != "epsilon":
+        raise ValueError(f"unsupported prediction type '{prediction_type}'")
+    return out, (x - s * out) / a.clamp(min=1e-4)
 
 
 def _place(module, device: torch.device, dtype: torch.dtype):

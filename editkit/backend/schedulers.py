@@ -3,11 +3,20 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEDULERS = ("ddim", "ddpm", "euler_ancestral")
+SCHEDULERS = ("auto", "ddim", "ddpm", "euler_ancestral")
+_BY_CLASS = {"DDIMScheduler": "ddim", "DDPMScheduler": "ddpm", "EulerAncestralDiscreteScheduler": "euler_ancestral"}
+
+
+def resolve_name(name: str, base_config: dict[str, Any] | None) -> str:
+    """``auto`` means the scheduler named by the checkpoint's config (DDIM when it names another one)."""
+    if name != "auto":
+        return name
+    return _BY_CLASS.get(str((base_config or {}).get("_class_name")), "ddim")
 
 
 def make_scheduler(name: str, base_config: dict[str, Any] | None = None):
     """Build a diffusers scheduler of kind ``name`` sharing the noise schedule of ``base_config``."""
+    name = resolve_name(name, base_config)
     from diffusers import DDIMScheduler, DDPMScheduler, EulerAncestralDiscreteScheduler
 
     classes = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler, "euler_ancestral": EulerAncestralDiscreteScheduler}

@@ -30,6 +30,7 @@ class IP2PRecipe(EditkitModel):
     types: str = Field("explicit", description="EditWorld instruction families to train on.")
     dropout: float = Field(0.05, ge=0, le=0.3, description="Conditioning dropout probability per pattern.")
     min_snr_gamma: float = Field(5.0, gt=0, le=1000, description="Min-SNR loss weighting gamma.")
+    snr_floor: float = Field(0.05, gt=0, le=10, description="Lower bound of the SNR in the loss weight.")
     ema: float = Field(0.999, ge=0, lt=1, description="EMA decay of the saved weights.")
     seed: int = Field(0, description="Seed of data and initialisation.")
     image_size: int = Field(64, ge=16, le=512, description="EditWorld image size.")
@@ -48,7 +49,7 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from .. import editworld
-    from ..backend.tiny import SCHEDULER_CONFIG, save_components, text_config, unet_config, word_tokenizer
+    from ..backend.tiny import EDITWORLD_SCHEDULER_CONFIG, text_config, unet_config, word_tokenizer
     from ..backend.components import Components
 
     set_threads()
@@ -70,7 +71,7 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_config(len(tokenizer), size="editworld")))
     unet = UNet2DConditionModel(**unet_config(8, cross_attention_dim=text_encoder.config.hidden_size,
                                               size="editworld"))
-    noise_sched = DDPMScheduler.from_config(SCHEDULER_CONFIG)
+    noise_sched = DDPMScheduler.from_config(EDITWORLD_SCHEDULER_CONFIG)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=1e-2)
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
@@ -96,10 +97,12 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
         context = text_encoder(tok)[0]
         pred = unet(torch.cat([noisy, cond_img], dim=1), t, encoder_hidden_states=context).sample
-        # Min-SNR-gamma weighting (Hang et al., 2023) for faster convergence of epsilon prediction.
-        snr = a / (1 - a)
-        weight = snr.clamp(max=recipe.min_snr_gamma) / snr
-        loss = (weight * (pred - noise).pow(2)).mean()
+        # v-prediction (zero terminal SNR needs it); Min-SNR-gamma weighting for v: min(snr, g) / (snr + 1),
+        # with the SNR floored so that the pure-noise step t = T keeps a weight.
+        velocity = a.sqrt() * noise - (1 - a).sqrt() * x0
+        snr = (a / (1 - a)).clamp(min=recipe.snr_floor)
+        weight = snr.clamp(max=recipe.min_snr_gamma) / (snr + 1)
+        loss = (weight * (pred - velocity).pow(2)).mean() / weight.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -124,8 +127,8 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
 
 def _save(out: Path, unet, vae, text_encoder, tokenizer) -> None:
     from ..backend.components import Components
-    from ..backend.tiny import SCHEDULER_CONFIG, save_components
+    from ..backend.tiny import EDITWORLD_SCHEDULER_CONFIG, save_components
 
-    comps = Components(unet=unet, vae=vae, scheduler_config=dict(SCHEDULER_CONFIG), text_encoder=text_encoder,
+    comps = Components(unet=unet, vae=vae, scheduler_config=dict(EDITWORLD_SCHEDULER_CONFIG), text_encoder=text_encoder,
                        tokenizer=tokenizer)
     save_components(comps, out)

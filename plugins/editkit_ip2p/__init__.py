@@ -25,8 +25,9 @@ class InstructPix2PixConfig(GuideConfig):
     steps: int = Field(20, ge=1, le=1000, description="Sampling steps (the reference uses 100 at full size).")
     text_scale: float = Field(7.5, ge=0.0, le=50.0, description="Text guidance scale s_T.")
     image_scale: float = Field(1.5, ge=0.0, le=50.0, description="Image guidance scale s_I.")
-    scheduler: Literal["ddim", "ddpm", "euler_ancestral"] = Field(
-        "euler_ancestral", description="Sampler (the original InstructPix2Pix uses Euler ancestral)."
+    scheduler: Literal["auto", "ddim", "ddpm", "euler_ancestral"] = Field(
+        "auto", description="Sampler; 'auto' uses the checkpoint's scheduler as diffusers' pipeline does "
+        "(Euler ancestral for timbrooks/instruct-pix2pix, DDIM for the EditWorld weights).",
     )
 
 

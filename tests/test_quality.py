@@ -1,0 +1,61 @@
+"""Quality of the committed tiny EditWorld weights (real numbers, not plumbing).
+
+Fast checks run in every suite; the full 200-sample figures of docs/training.md are ``slow``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import editkit
+from editkit.backend import EDITWORLD_WEIGHTS, BackendCache
+from editkit.editworld import generate
+from editkit.editworld.world import COLOURS
+from editkit.eval.editworld_metrics import edit_success, psnr
+from editkit.types import EditRequest
+
+pytestmark = pytest.mark.skipif(not (EDITWORLD_WEIGHTS / "unet").is_dir(), reason="tiny weights not committed")
+
+README_EXAMPLE = "examples/red_circle.png"
+
+
+@pytest.fixture(scope="module")
+def ip2p():
+    return editkit.load_guide("ip2p", progress=False)
+
+
+def _mean_colour(img: Image.Image, box) -> np.ndarray:
+    return np.asarray(img.crop(box), dtype=float).reshape(-1, 3).mean(0)
+
+
+def test_readme_command_really_turns_the_red_circle_blue(ip2p):
+    src = Image.open(README_EXAMPLE).convert("RGB")
+    out = ip2p.edit(EditRequest(images=[src], instructions=["make the red circle blue"], seed=0)).images[0]
+    centre = (10, 10, 20, 20)  # inside the large circle at the top left
+    got = _mean_colour(out, centre)
+    blue, red = np.array(COLOURS["blue"], float), np.array(COLOURS["red"], float)
+    assert np.abs(got - blue).max() < 48, got
+    assert np.abs(_mean_colour(src, centre) - red).max() < 48
+    # the square at the bottom right is untouched
+    square = (50, 50, 56, 56)
+    assert np.abs(_mean_colour(out, square) - _mean_colour(src, square)).max() < 24
+
+
+def test_vae_round_trip_psnr(ip2p):
+    backend = ip2p.backend
+    samples = generate("test", 32, seed=1, types="explicit")
+    pixels, _ = backend.images_to_tensor([Image.fromarray(s.source) for s in samples])
+    recon = backend.decode(backend.encode(pixels, scaled=True))
+    arr = ((recon.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    values = [psnr(a, s.source) for a, s in zip(arr, samples)]
+    assert np.mean(values) >= VAE_PSNR_FLOOR, np.mean(values)
+
+
+def test_explicit_edits_succeed_on_a_small_test_batch(ip2p):
+    samples = generate("test", 24, seed=7, types="explicit")
+    result = ip2p.edit(EditRequest(images=[Image.fromarray(s.source) for s in samples],
+                                   instructions=[s.instruction for s in samples], seed=0))
+    rate = np.mean([edit_success(np.asarray(o), s) for o, s in zip(result.images, samples)])
+    assert rate >= SMALL_BATCH_SUCCESS_FLOOR, rate
