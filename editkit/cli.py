@@ -80,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("editkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `editkit guides --json | head`: the reader left; not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as exc:
         if not _is_user_error(exc) or os.environ.get("EDITKIT_DEBUG"):
             raise

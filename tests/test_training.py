@@ -28,6 +28,19 @@ def test_vae_then_ip2p_recipes_produce_a_working_guide(tmp_path):
     log = [json.loads(line) for line in (out / "logs" / "ip2p" / "log.jsonl").read_text().splitlines()]
     assert log[-1]["done"] is True
 
+    # a second run continues from the first one's weights
+    more = tmp_path / "more"
+    (more / "vae").parent.mkdir(parents=True, exist_ok=True)
+    import shutil
+
+    shutil.copytree(out / "vae", more / "vae")
+    train_ip2p(IP2PRecipe(out=more, steps=1, batch_size=4, pool=8, init=out, lr=1e-12), progress=False)
+    from safetensors.torch import load_file
+
+    a = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(more / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all((a[k] - b[k]).abs().max() < 1e-5 for k in a)  # started from the same weights
+
     guide = InstructPix2PixGuide(model=str(out), steps=2, progress=False)
     guide.load(BackendCache())
     result = guide.edit(EditRequest(images=[contract_image((64, 64))], instructions=["make the red circle blue"]))

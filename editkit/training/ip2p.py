@@ -34,6 +34,10 @@ class IP2PRecipe(EditkitModel):
     ema: float = Field(0.999, ge=0, lt=1, description="EMA decay of the saved weights.")
     seed: int = Field(0, description="Seed of data and initialisation.")
     image_size: int = Field(64, ge=16, le=512, description="EditWorld image size.")
+    init: Path | None = Field(
+        None, description="Continue from the UNet, text encoder and tokenizer in this folder (e.g. the committed "
+        "weights) instead of new ones; the VAE still comes from OUT/vae.",
+    )
 
 
 @torch.no_grad()
@@ -61,16 +65,25 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
     samples = editworld.generate("train", recipe.pool, seed=recipe.seed, types=recipe.types, size=recipe.image_size)
     src = encode_pool(vae, [s.source for s in samples])
     tgt = encode_pool(vae, [s.target for s in samples]) * scale
-    tokenizer = word_tokenizer(editworld.vocabulary(), max_length=32)
+    if recipe.init is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(Path(recipe.init) / "tokenizer")
+    else:
+        tokenizer = word_tokenizer(editworld.vocabulary(), max_length=32)
     ids = tokenizer([s.instruction for s in samples], padding="max_length", truncation=True,
                     max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
     null_ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
                          return_tensors="pt").input_ids
     log.write(pool=len(samples), latent_shape=list(src.shape[1:]))
 
-    text_encoder = CLIPTextModel(CLIPTextConfig(**text_config(len(tokenizer), size="editworld")))
-    unet = UNet2DConditionModel(**unet_config(8, cross_attention_dim=text_encoder.config.hidden_size,
-                                              size="editworld"))
+    if recipe.init is not None:
+        text_encoder = CLIPTextModel.from_pretrained(Path(recipe.init) / "text_encoder")
+        unet = UNet2DConditionModel.from_pretrained(Path(recipe.init) / "unet")
+    else:
+        text_encoder = CLIPTextModel(CLIPTextConfig(**text_config(len(tokenizer), size="editworld")))
+        unet = UNet2DConditionModel(**unet_config(8, cross_attention_dim=text_encoder.config.hidden_size,
+                                                  size="editworld"))
     noise_sched = DDPMScheduler.from_config(EDITWORLD_SCHEDULER_CONFIG)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=1e-2)
