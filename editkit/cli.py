@@ -66,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Library chatter (e.g. "install accelerate") would break the one-line error contract on stderr.
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bar
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
