@@ -259,3 +259,12 @@ def test_auto_scheduler_follows_the_checkpoint():
     assert type(make_scheduler("auto", {"_class_name": "EulerAncestralDiscreteScheduler"})).__name__ == \
         "EulerAncestralDiscreteScheduler"
     assert type(make_scheduler("auto", {})).__name__ == "DDIMScheduler"
+
+
+def test_candidates_keep_a_shared_start_latent(backend4):
+    # One start latent shared by K candidates is kept (not dropped): deterministic DDIM from the same
+    # start gives the same image for every candidate.
+    cond = Conditioning(cond=backend4.encode_text(["a star"]), mode="noise", init_latents=torch.randn(1, 4, 16, 16))
+    req = EditRequest(images=[image(13)], instructions=["a star"], seed=5)
+    outs = backend4.generate(cond, req, steps=3, scheduler="ddim", progress=False, num_candidates=2)
+    assert np.asarray(outs[0]).tobytes() == np.asarray(outs[1]).tobytes()

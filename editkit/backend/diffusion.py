@@ -146,7 +146,7 @@ class LatentDiffusionBackend:
             timesteps = timesteps[start:]
             latents = sched.add_noise(source_latents, noise, timesteps[:1].repeat(batch))
         elif cond.init_latents is not None:
-            latents = cond.init_latents.to(self.device, self.dtype)
+            latents = _expand(cond.init_latents.to(self.device, self.dtype), batch).clone()
         else:
             latents = noise * sched.init_noise_sigma
 
@@ -316,17 +316,13 @@ def _expand(x: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def _repeat_conditioning(cond: Conditioning, k: int) -> Conditioning:
+    """K candidates per request image: per-image tensors are repeated, shared (batch 1) ones kept."""
     from dataclasses import replace
 
     def rep(x):
-        return None if x is None or x.shape[0] == 1 else x.repeat_interleave(k, 0)
+        return x if x is None or x.shape[0] == 1 else x.repeat_interleave(k, 0)
 
-    return replace(
-        cond,
-        cond=cond.cond.repeat_interleave(k, 0) if cond.cond.shape[0] > 1 else cond.cond,
-        null=rep(cond.null) if cond.null is not None and cond.null.shape[0] > 1 else cond.null,
-        init_latents=rep(cond.init_latents),
-    )
+    return replace(cond, cond=rep(cond.cond), null=rep(cond.null), init_latents=rep(cond.init_latents))
 
 
 def _randn(shape, generators: list[torch.Generator]) -> torch.Tensor:

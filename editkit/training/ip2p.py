@@ -13,7 +13,6 @@ import copy
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from tqdm.auto import tqdm
 
@@ -54,7 +53,6 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
 
     from .. import editworld
     from ..backend.tiny import EDITWORLD_SCHEDULER_CONFIG, text_config, unet_config, word_tokenizer
-    from ..backend.components import Components
 
     set_threads()
     torch.manual_seed(recipe.seed)
