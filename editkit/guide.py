@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .config import GuideConfig, validate_config
 from .errors import InvalidInputError, MissingInputError
-from .types import Conditioning, EditRequest, EditResult, StepState
+from .types import Candidate, Conditioning, EditRequest, EditResult, StepState
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -80,8 +80,18 @@ class Guide(abc.ABC):
         """Optional loss on the predicted x0 latents whose gradient steers sampling (e.g. CLIP guidance)."""
         return None
 
+    def num_candidates(self) -> int:
+        """Samples per request image (the config's ``candidates`` option when it has one)."""
+        return int(getattr(self.config, "candidates", 1) or 1)
+
+    def postprocess(self, images: list[Any], request: EditRequest) -> list[Any]:
+        """Change the decoded images before ranking (e.g. paste the unedited pixels back). ``request`` is
+        aligned with ``images`` (each sample repeated once per candidate)."""
+        return images
+
     def rank(self, images: list[Any], request: EditRequest) -> list[float] | None:
-        """Optional candidate scores (higher is better); ``None`` keeps the sampling order."""
+        """Optional candidate scores, higher is better; ``request`` is aligned with ``images`` as in
+        :meth:`postprocess`. ``None`` keeps the sampling order."""
         return None
 
     def text_output(self, request: EditRequest) -> list[str | None]:
@@ -113,7 +123,18 @@ class Guide(abc.ABC):
         t0 = time.perf_counter()
         cond = self.prepare(request)
         timings["prepare"] = time.perf_counter() - t0
-        images = self.backend.generate(cond, request, hooks=self, timings=timings, **self.sampling_options())
+        k = self.num_candidates()
+        images = self.backend.generate(cond, request, hooks=self, timings=timings, num_candidates=k,
+                                       **self.sampling_options())
+        aligned = request.repeat(k)
+        t0 = time.perf_counter()
+        images = self.postprocess(images, aligned)
+        scores = self.rank(images, aligned)
+        candidates = None
+        if k > 1 or scores is not None:
+            candidates = _group_candidates(images, scores, k)
+            images = [group[0].image for group in candidates]
+        timings["rank"] = time.perf_counter() - t0
         return EditResult(
             images=images,
             guide=self.name,
@@ -121,4 +142,19 @@ class Guide(abc.ABC):
             seed=request.seed,
             text=self.text_output(request),
             timings=timings,
+            candidates=candidates,
         )
+
+
+def _group_candidates(images: list[Any], scores: list[float] | None, k: int) -> list[list[Candidate]]:
+    """K candidates per request image, best first (stable: equal scores keep the sampling order)."""
+    if scores is not None and len(scores) != len(images):
+        raise RuntimeError(f"rank() returned {len(scores)} scores for {len(images)} images")
+    values = [float("nan")] * len(images) if scores is None else [float(v) for v in scores]
+    groups = []
+    for i in range(0, len(images), k):
+        group = [Candidate(img, v) for img, v in zip(images[i:i + k], values[i:i + k])]
+        if scores is not None:
+            group.sort(key=lambda c: -c.score)
+        groups.append(group)
+    return groups

@@ -35,6 +35,17 @@ class EditRequest:
     def batch_size(self) -> int:
         return len(self.images)
 
+    def repeat(self, k: int) -> "EditRequest":
+        """The request with every sample repeated ``k`` times in a row (aligned with K candidates per image)."""
+        if k == 1:
+            return self
+
+        def rep(items):
+            return None if items is None else [x for x in items for _ in range(k)]
+
+        return EditRequest(images=rep(self.images), instructions=rep(self.instructions), masks=rep(self.masks),
+                           inputs=self.inputs, seed=self.seed)
+
     def seeds(self) -> list[int]:
         """Per-sample seeds: sample i of a batch uses ``seed + i`` so results do not depend on batching."""
         return [self.seed + i for i in range(self.batch_size)]
@@ -78,7 +89,8 @@ class Conditioning:
 
     - ``"ip2p"``: InstructPix2Pix 8-channel UNet; the unscaled VAE-mode latents of the sources are
       concatenated to the noisy latents; three-branch dual guidance (``text_scale``, ``image_scale``)
-      with zero image latents as the image null.
+      with zero image latents as the image null. With ``strength`` < 1 sampling starts, as in
+      ``"sdedit"``, from the noised source latents after skipping ``1 - strength`` of the schedule.
     - ``"sdedit"``: 4-channel UNet started from the noised source latents after skipping
       ``1 - strength`` of the schedule; two-branch guidance with ``text_scale``.
     - ``"noise"``: 4-channel UNet from pure noise, or from ``init_latents`` (e.g. DDIM-inverted).
@@ -103,6 +115,9 @@ class StepState:
     latents: "torch.Tensor"
     pred_x0: "torch.Tensor | None" = None
     noise_pred: "torch.Tensor | None" = None
+    #: Loop context for hooks: "scheduler", "timesteps" (of this run), "noise" (the start noise) and, when the
+    #: mode has a source image, "source_latents" (scaled, clean; per sample, candidates repeated).
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 StepCallback = Callable[[StepState], None]

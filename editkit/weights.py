@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import InvalidInputError, UnsafeCheckpointError
 
@@ -75,3 +75,23 @@ def load_state_dict(path: str | os.PathLike, *, device: str = "cpu") -> "dict[st
     if not isinstance(obj, dict):
         raise InvalidInputError(f"checkpoint '{path}': expected a state dict, got {type(obj).__name__}")
     return obj
+
+
+def load_into(module: Any, checkpoint: str, what: str, ignore: Sequence[str] = ()) -> None:
+    """Load a local state dict into ``module``; a mismatch is an error naming the first keys."""
+    state = load_state_dict(checkpoint)
+    state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches are raised even when not strict
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][1:3]
+        raise InvalidInputError(f"{what}: checkpoint '{checkpoint}' does not fit the model: {'; '.join(lines)}") from None
+    missing = [k for k in result.missing_keys if not any(k.startswith(p) for p in ignore)]
+    unexpected = [k for k in result.unexpected_keys if not any(k.startswith(p) for p in ignore)]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s), e.g. {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {', '.join(unexpected[:3])}")
+        raise InvalidInputError(f"{what}: checkpoint '{checkpoint}' does not fit the model: {'; '.join(parts)}")

@@ -139,12 +139,16 @@ class LatentDiffusionBackend:
         shape = (batch, self.unet.config.out_channels, height // self.vae_factor, width // self.vae_factor)
         noise = _randn(shape, generators).to(self.device, self.dtype)
 
-        if cond.mode == "sdedit":
-            if source_latents is None:
-                raise ValueError("sdedit mode needs source latents")
+        clean_source = None
+        if source_latents is not None:
+            clean_source = source_latents if cond.mode == "sdedit" else source_latents * self.scaling_factor
+        if cond.mode == "sdedit" or (cond.mode == "ip2p" and cond.strength < 1.0):
+            # Start from the source noised to the level after skipping (1 - strength) of the schedule.
+            if clean_source is None:
+                raise ValueError(f"{cond.mode} mode with strength < 1 needs source latents")
             start = min(int(round(steps * (1.0 - cond.strength))), steps - 1)
             timesteps = timesteps[start:]
-            latents = sched.add_noise(source_latents, noise, timesteps[:1].repeat(batch))
+            latents = sched.add_noise(clean_source, noise, timesteps[:1].repeat(batch))
         elif cond.init_latents is not None:
             latents = _expand(cond.init_latents.to(self.device, self.dtype), batch).clone()
         else:
@@ -162,6 +166,7 @@ class LatentDiffusionBackend:
             denoiser.make_differentiable()
             latents = latents.clone()
 
+        context = {"scheduler": sched, "timesteps": timesteps, "noise": noise, "source_latents": clean_source}
         bar = tqdm(timesteps, desc="denoise", disable=not progress, leave=False)
         for i, t in enumerate(bar):
             if use_grad:
@@ -175,9 +180,8 @@ class LatentDiffusionBackend:
             if use_step_hook or callback is not None:
                 state = StepState(
                     step=i, timestep=t, latents=latents, noise_pred=noise_pred,
-                    pred_x0=getattr(out, "pred_original_sample", None),
+                    pred_x0=getattr(out, "pred_original_sample", None), extra=context,
                 )
-                state.extra = {"scheduler": sched, "timesteps": timesteps, "noise": noise}  # type: ignore[attr-defined]
                 if use_step_hook:
                     replaced = hooks.on_step(state)
                     if replaced is not None:

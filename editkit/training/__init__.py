@@ -9,4 +9,5 @@ RECIPES = {
     "vae": ("editkit.training.vae", "VAERecipe", "train_vae"),
     "ip2p": ("editkit.training.ip2p", "IP2PRecipe", "train_ip2p"),
     "mgie": ("editkit.training.mgie", "MGIERecipe", "train_mgie"),
+    "clip": ("editkit.training.clip", "ClipRecipe", "train_clip"),
 }

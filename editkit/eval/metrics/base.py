@@ -14,15 +14,14 @@ Adding a metric (in a plugin or a dataset module)::
     from editkit.eval.metrics import Metric, register_metric
 
     @register_metric
-    class OutsideMaskMaxAbsDiff(Metric):
-        name = "outside_mask_max_abs_diff"
-        needs = frozenset({"mask"})
-        higher_is_better = False
-        description = "largest |output - source| outside the edit mask, in 0-255 levels"
+    class EditedFraction(Metric):
+        name = "edited_fraction"
+        needs = frozenset()
+        higher_is_better = None
+        description = "fraction of pixels that differ from the source"
 
         def compute(self, batch, indices):
-            return [float(abs(batch.outputs[i].astype(int) - batch.sources[i])[~batch.masks[i]].max(initial=0))
-                    for i in indices]
+            return [float((batch.outputs[i] != batch.sources[i]).any(-1).mean()) for i in indices]
 
 A guide can also list metric classes in an ``eval_metrics`` class attribute (no registration): the
 runner selects them whenever that guide is evaluated, and only then.

@@ -16,15 +16,12 @@ so without a checkpoint these metrics are skipped with a note.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...errors import InvalidInputError
 from .base import ClipSettings, Metric, MetricBatch, register_metric
-from .learned import cosine, embed_cached, load_weights, normalise_rows, preprocess
+from .learned import cosine, embed_cached, normalise_rows, preprocess
 
 
 def direction_similarity(img_source: np.ndarray, img_output: np.ndarray, txt_source: np.ndarray,
@@ -41,45 +38,20 @@ class ClipEmbedder:
 
     @staticmethod
     def unavailable(settings: ClipSettings) -> str | None:
-        if not settings.checkpoint:
+        if not settings.checkpoint and settings.model != "editworld":
             return ("needs local open_clip weights (--clip-checkpoint PATH, metrics.clip.checkpoint); "
                     "nothing is downloaded")
         return None
 
     def __init__(self, settings: ClipSettings, device: str = "cpu"):
-        import open_clip
         import torch
 
-        self.settings, self.device = settings, device
-        spec = Path(settings.model)
-        if spec.suffix == ".json":
-            if not spec.is_file():
-                raise InvalidInputError(f"CLIP model config {spec}: no such file")
-            try:
-                cfg = json.loads(spec.read_text())
-            except ValueError as exc:
-                raise InvalidInputError(f"CLIP model config {spec}: invalid JSON: {exc}") from None
-            cfg = cfg.get("model_cfg", cfg)
-            try:
-                model = open_clip.CLIP(**cfg)
-            except TypeError as exc:
-                raise InvalidInputError(f"CLIP model config {spec}: {exc}") from None
-            context = int(cfg.get("text_cfg", {}).get("context_length", 77))
-            self.tokenizer: Any = open_clip.SimpleTokenizer(context_length=context)
-        else:
-            if settings.model not in open_clip.list_models():
-                raise InvalidInputError(f"unknown open_clip model '{settings.model}' (a name from "
-                                        "open_clip.list_models() or a model-config .json)")
-            model = open_clip.create_model(settings.model, pretrained=None)
-            self.tokenizer = open_clip.get_tokenizer(settings.model)
-        load_weights(model, str(settings.checkpoint), f"CLIP model '{settings.model}'")
-        self.model = model.eval().to(device)
-        size = model.visual.image_size
-        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
-        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+        from ...backend.clip import load_clip
 
-        self.mean = tuple(getattr(model.visual, "image_mean", None) or OPENAI_DATASET_MEAN)
-        self.std = tuple(getattr(model.visual, "image_std", None) or OPENAI_DATASET_STD)
+        self.settings, self.device = settings, device
+        clip = load_clip(settings.model, settings.checkpoint, device=device)
+        self.model, self.tokenizer = clip.model, clip.tokenizer
+        self.image_size, self.mean, self.std = clip.image_size, clip.mean, clip.std
         self._torch = torch
 
     def encode_images(self, images: list[np.ndarray]) -> np.ndarray:

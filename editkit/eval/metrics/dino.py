@@ -14,7 +14,8 @@ import numpy as np
 
 from ...errors import InvalidInputError
 from .base import DinoSettings, Metric, register_metric
-from .learned import IMAGENET_MEAN, IMAGENET_STD, cosine, embed_cached, load_weights, normalise_rows, preprocess
+from ...weights import load_into
+from .learned import IMAGENET_MEAN, IMAGENET_STD, cosine, embed_cached, normalise_rows, preprocess
 
 
 class DinoEmbedder:
@@ -35,7 +36,7 @@ class DinoEmbedder:
             model = timm.create_model(settings.model, pretrained=False, num_classes=0, **settings.model_kwargs)
         except (RuntimeError, TypeError, ValueError) as exc:
             raise InvalidInputError(f"DINO model '{settings.model}': {' '.join(str(exc).split())}") from None
-        load_weights(model, str(settings.checkpoint), f"DINO model '{settings.model}'", ignore=("head.", "fc_norm."))
+        load_into(model, str(settings.checkpoint), f"DINO model '{settings.model}'", ignore=("head.", "fc_norm."))
         self.model = model.eval().to(device)
         self.resize = settings.resize or round(settings.image_size * 256 / 224)
         self._torch = torch

@@ -8,7 +8,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ...errors import InvalidInputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -58,28 +57,6 @@ def preprocess(images: Sequence[np.ndarray], size: int, mean: Sequence[float], s
     m = torch.tensor(mean, dtype=batch.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=batch.dtype).view(1, 3, 1, 1)
     return (batch - m) / s
-
-
-def load_weights(module: Any, checkpoint: str, what: str, ignore: Sequence[str] = ()) -> None:
-    """Load a local state dict into ``module``; a mismatch is an error naming the first keys."""
-    from ...weights import load_state_dict
-
-    state = load_state_dict(checkpoint)
-    state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
-    try:
-        result = module.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches are raised even when not strict
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][1:3]
-        raise InvalidInputError(f"{what}: checkpoint '{checkpoint}' does not fit the model: {'; '.join(lines)}") from None
-    missing = [k for k in result.missing_keys if not any(k.startswith(p) for p in ignore)]
-    unexpected = [k for k in result.unexpected_keys if not any(k.startswith(p) for p in ignore)]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s), e.g. {', '.join(missing[:3])}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {', '.join(unexpected[:3])}")
-        raise InvalidInputError(f"{what}: checkpoint '{checkpoint}' does not fit the model: {'; '.join(parts)}")
 
 
 def embed_cached(batch: Any, key: str, indices: Sequence[int], images: Any, encode: Any) -> dict[int, np.ndarray]:

@@ -207,6 +207,30 @@ class SSIMBackground(_PairMetric):
 
 
 @register_metric
+class OutsideMaskMaxAbsDiff(Metric):
+    """Exact background preservation: the largest |output - source| outside the edit mask, in 0-255 levels.
+
+    The summary reports the **maximum** over samples (0 means every unedited pixel of every sample is
+    bit-identical to the source), not the mean.
+    """
+
+    name, needs, higher_is_better, family = "outside_mask_max_abs_diff", frozenset({"mask"}), False, "preservation"
+    description = "max |output - source| over the unedited region (~mask), 0-255 levels; summary: max over samples"
+
+    def compute(self, batch: MetricBatch, indices: list[int]) -> list[Any]:
+        out = []
+        for i in indices:
+            keep = ~batch.masks[i]
+            diff = np.abs(batch.outputs[i].astype(np.int16) - batch.sources[i].astype(np.int16))
+            out.append(int(diff[keep].max(initial=0)))
+        return out
+
+    def summarize(self, rows):
+        values = [r.get(self.name) for r in rows if isinstance(r.get(self.name), (int, float))]
+        return {self.name: max(values)} if values else {}
+
+
+@register_metric
 class L1InMask(_PairMetric):
     name, needs, higher_is_better, family = "l1_in_mask", frozenset({"target", "mask"}), False, "target"
     region = "edit"
