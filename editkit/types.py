@@ -94,6 +94,10 @@ class Conditioning:
     - ``"sdedit"``: 4-channel UNet started from the noised source latents after skipping
       ``1 - strength`` of the schedule; two-branch guidance with ``text_scale``.
     - ``"noise"``: 4-channel UNet from pure noise, or from ``init_latents`` (e.g. DDIM-inverted).
+
+    ``extra`` may hold ``"image_embeds"`` (B, D) or (B, N, D) for UNets with IP-Adapter image tokens
+    (``encoder_hid_dim_type="ip_image_proj"``) and ``"null_image_embeds"`` for the unconditional branches
+    (zeros when absent), and ``"unet_kwargs"`` passed to every UNet call.
     """
 
     cond: "torch.Tensor"

@@ -220,6 +220,7 @@ class LatentDiffusionBackend:
         steps: int = 50,
         image_latents: torch.Tensor | None = None,
         progress: bool = False,
+        unet_kwargs: dict[str, Any] | None = None,
     ) -> torch.Tensor:
         """Deterministic DDIM inversion (no guidance): scaled clean latents -> the noise that regenerates them.
 
@@ -235,7 +236,7 @@ class LatentDiffusionBackend:
             a_prev = alphas[int(ts[i - 1])] if i > 0 else sched.final_alpha_cumprod.to(self.device)
             a_t = alphas[int(t)]
             inp = x if image_latents is None else torch.cat([x, image_latents], dim=1)
-            out = self.unet(inp, t, encoder_hidden_states=cond).sample.float()
+            out = self.unet(inp, t, encoder_hidden_states=cond, **(unet_kwargs or {})).sample.float()
             eps, _ = _eps_and_x0(out, x.float(), a_t, sched.config.prediction_type)  # the level the model is told
             x0 = (x.float() - (1 - a_prev).sqrt() * eps) / a_prev.sqrt()
             x = (a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps).to(self.dtype)
@@ -276,7 +277,15 @@ class _Denoiser:
             else:
                 self.branches = 1
                 self.context = c
-        self.added = cond.extra.get("unet_kwargs", {})
+        self.added = dict(cond.extra.get("unet_kwargs", {}))
+        if cond.extra.get("image_embeds") is not None:
+            # IP-Adapter-style image tokens: per branch, the guide's embedding for the conditional branch and its
+            # null embedding (e.g. zeros, which the projector maps to proj(0)) for the others.
+            e = _expand(cond.extra["image_embeds"].to(device, dtype), batch)
+            n_e = cond.extra.get("null_image_embeds")
+            n_e = torch.zeros_like(e) if n_e is None else _expand(n_e.to(device, dtype), batch)
+            embeds = torch.cat([e] + [n_e] * (self.branches - 1))
+            self.added["added_cond_kwargs"] = {"image_embeds": [embeds[:, None] if embeds.ndim == 2 else embeds]}
 
     def make_differentiable(self) -> None:
         """Copy inference-mode tensors so they can take part in autograd (gradient guidance)."""

@@ -1,0 +1,117 @@
+"""The ``any2pix`` guide: ImageBind references -> LLM [base]/[gen] -> refinement prior -> condition mix ->
+IP-Adapter diffusion from the DDIM-inverted base image."""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from editkit.guide import Guide
+from editkit.types import Conditioning, EditRequest
+
+from .config import Any2PixConfig
+
+MAX_REFERENCES = 3
+
+
+class Any2PixGuide(Guide):
+    name = "any2pix"
+    Config = Any2PixConfig
+    accepts: ClassVar[frozenset[str]] = frozenset(
+        [f"image{i}" for i in range(1, MAX_REFERENCES + 1)] + [f"audio{i}" for i in range(1, MAX_REFERENCES + 1)])
+
+    def load(self, backends) -> None:
+        import torch
+
+        from editkit.backend import LatentDiffusionBackend, load_components
+
+        from . import layout
+
+        cfg = self.config
+        dtype = getattr(torch, cfg.dtype)
+        device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device.replace("auto", "cpu")
+        self.weights = layout.load(cfg.model, device=device, dtype=dtype)
+        # own backend: the IP-Adapter processors change the UNet, so it is never shared with other guides
+        comps = load_components(self.weights.pipeline)
+        self.backend = LatentDiffusionBackend(comps, device=device, dtype=dtype)
+        layout.attach_adapter(self.backend.unet, self.weights.adapter, cfg.adapter_scale)
+        unet = self.backend.unet.to(self.backend.device)  # the adapter's new layers
+        if dtype != torch.float32:
+            unet.to(dtype=dtype)
+        unet.requires_grad_(False)
+        self._texts: list[str | None] = []
+
+    def text_output(self, request: EditRequest) -> list[str | None]:
+        return list(self._texts)
+
+    def prepare(self, request: EditRequest) -> Conditioning:
+        import torch
+
+        from . import language, mixing
+        from .inputs import referenced
+
+        cfg, w, backend = self.config, self.weights, self.backend
+        norm = cfg.norm
+        gens, bases, captions, self._texts, self._chosen = [], [], [], [], []
+        for i, (image, instruction) in enumerate(zip(request.images, request.instructions)):
+            names = language.references(instruction)
+            inputs = referenced(request.inputs, names)
+            feats = [w.encoder.encode_images([image.convert("RGB")])]
+            for name in names:
+                value = inputs[name]
+                feats.append(w.encoder.encode_images([value]) if name.startswith("image")
+                             else w.encoder.encode_audio([value]))
+            features = mixing.to_norm(torch.cat(feats), norm)
+            answer = w.llm.answer(instruction, features.to(w.llm.device), temperature=cfg.temperature,
+                                  max_new_tokens=cfg.max_new_tokens, seed=request.seed + i)
+            # the base image: among the image inputs (the source first), the best cosine match of [base]
+            candidates = [image] + [inputs[n] for n in names if n.startswith("image")]
+            cand_feats = torch.cat([features[:1]] + [features[1 + k:2 + k] for k, n in enumerate(names)
+                                                     if n.startswith("image")])
+            pick = 0
+            if answer.base is not None and len(candidates) > 1:
+                pick = int((mixing.to_norm(answer.base[None].to(cand_feats), norm) @ cand_feats.T).argmax())
+            self._chosen.append(pick)
+            bases.append((candidates[pick], cand_feats[pick]))
+            gens.append(answer.gen.to(cand_feats))
+            captions.append(answer.caption or "")
+            self._texts.append(answer.text)
+
+        gen = torch.stack(gens)
+        base_feat = torch.stack([b[1] for b in bases])
+        prior = w.prior.refine(gen.to(next(w.prior.parameters()).device), guidance=cfg.prior_guidance,
+                               score=cfg.score, negative_score=cfg.negative_score).to(gen)
+        condition = mixing.condition_mix(base_feat, gen, prior, (cfg.h_base, cfg.h_gen, cfg.h_prior), norm)
+
+        # DDIM inversion of the base images (resized to the source size), mixed with fresh noise by alpha
+        size = request.images[0].size
+        base_images = [b[0].convert("RGB").resize(size) if b[0].size != size else b[0] for b in bases]
+        pixels, _ = backend.images_to_tensor(base_images)
+        latents = backend.encode(pixels, scaled=True)
+        meta = w.config.get("llm", {})
+        null_text = backend.encode_text([""])
+        zeros = torch.zeros_like(condition)
+        inverted = backend.invert(latents, null_text.expand(len(base_images), -1, -1), steps=cfg.steps,
+                                  unet_kwargs={"added_cond_kwargs": {"image_embeds": [zeros[:, None].to(
+                                      backend.device, backend.dtype)]}})
+        gen_noise = [torch.Generator().manual_seed(s) for s in request.seeds()]
+        noise = torch.cat([torch.randn((1, *inverted.shape[1:]), generator=g) for g in gen_noise]).to(inverted)
+        init = mixing.polar_mix(inverted.float(), noise.float(), cfg.alpha).to(backend.dtype)
+
+        prefix = meta.get("prompt_prefix", "best quality, high quality, ")
+        prompts = [prefix + c if c else prefix.rstrip(", ") for c in captions]
+        negative = meta.get("negative_prompt", "monochrome, lowres, bad anatomy, worst quality, low quality")
+        return Conditioning(
+            cond=backend.encode_text(prompts),
+            null=backend.encode_text([negative]),
+            mode="noise",
+            text_scale=cfg.cfg,
+            init_latents=init,
+            extra={"image_embeds": condition.to(backend.device, backend.dtype), "null_image_embeds": zeros},
+        )
+
+    def sampling_options(self) -> dict[str, Any]:
+        return {"steps": self.config.steps, "scheduler": "ddim", "progress": self.config.progress}
+
+    def edit(self, request: EditRequest):
+        result = super().edit(request)
+        result.extras["base_index"] = list(self._chosen)
+        return result

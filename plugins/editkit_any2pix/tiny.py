@@ -1,0 +1,62 @@
+"""Tiny random any2pix weights folders for plumbing tests (never a demo) and as the starting point of training."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .encoders import AudioSettings, ImageBindEncoder
+from .grammar import SPECIAL_TOKENS
+from .language import VICUNA_V1, mlp
+from .prior import PriorConfig, RefinementPrior
+
+TINY_AUDIO = AudioSettings(clips=1, clip_seconds=1.0, mel_bins=32, target_len=96)
+
+
+def imagebind_kwargs(dim: int = 32) -> dict:
+    """Every modality tower with one block of width ``dim``; 28x28 patches on 224 images (8x8 tokens)."""
+    small = dict(num_blocks=1, num_heads=2)
+    kw = dict(video_frames=2, kernel_size=(2, 28, 28), out_embed_dim=dim, audio_kernel_size=16, audio_stride=10,
+              audio_num_mel_bins=TINY_AUDIO.mel_bins, audio_target_len=TINY_AUDIO.target_len, audio_drop_path=0.0,
+              imu_drop_path=0.0)
+    for m in ("vision", "audio", "text", "depth", "thermal", "imu"):
+        kw[f"{m}_embed_dim"] = dim
+        kw.update({f"{m}_{k}": v for k, v in small.items()})
+    return kw
+
+
+def tokenizer(words: list[str] | None = None):
+    from editkit import editworld
+    from editkit.backend.tiny import word_tokenizer
+
+    from .language import REFERENCE
+
+    vocab = list(words if words is not None else editworld.vocabulary())
+    vocab += REFERENCE.sub(" ", VICUNA_V1.replace("{instruction}", "")).replace(".", " ").replace("'", " ").split()
+    tok = word_tokenizer(vocab + ["best", "quality", "high", ",", "[", "]"], max_length=256)
+    tok.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
+    return tok
+
+
+def build_folder(folder: str | Path, seed: int = 0, dim: int = 32, llm_width: int = 64) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from editkit.backend.tiny import tiny_components
+
+    from . import layout
+
+    torch.manual_seed(seed)
+    encoder = ImageBindEncoder(imagebind_kwargs(dim), image_size=224, audio=TINY_AUDIO)
+    tok = tokenizer()
+    lm = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=llm_width, intermediate_size=2 * llm_width, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False))
+    comps = tiny_components(seed, in_channels=4)
+    return layout.save(
+        folder, encoder=encoder, lm=lm, tokenizer=tok, in_projector=mlp(dim, llm_width, llm_width),
+        out_projector=mlp(llm_width, llm_width, dim), prior=RefinementPrior(PriorConfig(embed_dim=dim, width=32,
+                                                                                        layers=1, heads=2)),
+        adapter=layout.random_adapter(comps.unet, dim, seed), components=comps, audio=TINY_AUDIO, image_size=224,
+        llm_meta={"prompt_prefix": "", "negative_prompt": ""},
+    )
