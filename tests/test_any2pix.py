@@ -129,16 +129,25 @@ def folder(tmp_path_factory):
     return tiny.build_folder(tmp_path_factory.mktemp("any2pix") / "w", seed=0)
 
 
-def _guide(folder, answer_text: str, **options):
+def _guide(folder, answer_text: str | None = None, **options):
     from editkit.backend import BackendCache
     from editkit_any2pix import Any2PixGuide
 
     guide = Any2PixGuide(model=str(folder), steps=4, progress=False, **options)
     guide.load(BackendCache())
-    tok = guide.weights.llm.tokenizer
-    answer = tok(answer_text, add_special_tokens=False).input_ids + [tok.eos_token_id]
-    guide.weights.llm.model.generate = lambda **kw: torch.tensor([answer])  # a scripted answer
+    if answer_text is not None:  # replace the folder's scripted answer
+        tok = guide.weights.llm.tokenizer
+        answer = tok(answer_text, add_special_tokens=False).input_ids + [tok.eos_token_id]
+        guide.weights.llm.model.generate = lambda **kw: torch.tensor([answer])
     return guide
+
+
+def test_scripted_tiny_llm_emits_the_grammar(folder):
+    guide = _guide(folder)
+    features = torch.randn(2, 32)
+    answer = guide.weights.llm.answer("add the [audio1] at the top", features, temperature=0.3, max_new_tokens=12,
+                                      seed=0)
+    assert answer.base is not None and answer.gen.shape == (32,) and answer.subs == []
 
 
 def _audio_sample():

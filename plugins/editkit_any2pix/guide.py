@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from editkit.errors import GuideLoadError
 from editkit.guide import Guide
 from editkit.types import Conditioning, EditRequest
 
 from .config import Any2PixConfig
 
 MAX_REFERENCES = 3
+_CONTRACT_WEIGHTS: dict[str, str] = {}
 
 
 class Any2PixGuide(Guide):
@@ -17,6 +19,34 @@ class Any2PixGuide(Guide):
     Config = Any2PixConfig
     accepts: ClassVar[frozenset[str]] = frozenset(
         [f"image{i}" for i in range(1, MAX_REFERENCES + 1)] + [f"audio{i}" for i in range(1, MAX_REFERENCES + 1)])
+
+    @classmethod
+    def contract_options(cls) -> dict[str, Any]:
+        """Until tiny EditWorld weights are committed: a scripted random folder (plumbing only), built once per
+        process; without the optional ImageBind code the contract is skipped."""
+        from . import layout
+
+        options: dict[str, Any] = {"steps": 2, "progress": False}
+        if not (layout.EDITWORLD_ANY2PIX / layout.CONFIG_FILE).is_file():
+            if "random" not in _CONTRACT_WEIGHTS:
+                import atexit
+                import shutil
+                import tempfile
+
+                from .encoders import import_imagebind
+                from .tiny import build_folder
+
+                try:
+                    import_imagebind()
+                except GuideLoadError as exc:
+                    import pytest
+
+                    pytest.skip(str(exc))
+                folder = tempfile.mkdtemp(prefix="editkit-any2pix-contract-")
+                atexit.register(shutil.rmtree, folder, True)
+                _CONTRACT_WEIGHTS["random"] = str(build_folder(folder))
+            options["model"] = _CONTRACT_WEIGHTS["random"]
+        return options
 
     def load(self, backends) -> None:
         import torch

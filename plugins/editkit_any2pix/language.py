@@ -77,6 +77,8 @@ class Any2PixLLM:
         """``features``: (1 + references, D) ImageBind features at the reference norm, source image first."""
         prompt = placeholder_prompt(instruction, self.template)
         ids = self.tokenizer(prompt, return_tensors="pt").input_ids.to(self.device)
+        if ids.shape[1] > 1 and int(ids[0, -1]) == self.tokenizer.eos_token_id:  # tokenizers that append </s>
+            ids = ids[:, :-1]
         emb = self.embed(ids, features)
         sample = temperature > 0
         with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):

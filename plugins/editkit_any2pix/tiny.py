@@ -31,14 +31,35 @@ def tokenizer(words: list[str] | None = None):
 
     from .language import REFERENCE
 
+    import re
+
     vocab = list(words if words is not None else editworld.vocabulary())
-    vocab += REFERENCE.sub(" ", VICUNA_V1.replace("{instruction}", "")).replace(".", " ").replace("'", " ").split()
+    vocab += re.findall(r"[a-z]+|[^\w\s]", REFERENCE.sub(" ", VICUNA_V1.replace("{instruction}", "")).lower())
     tok = word_tokenizer(vocab + ["best", "quality", "high", ",", "[", "]"], max_length=256)
     tok.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
     return tok
 
 
-def build_folder(folder: str | Path, seed: int = 0, dim: int = 32, llm_width: int = 64) -> Path:
+def script_answer(lm, tok, transitions: dict[str, str]) -> None:
+    """Make a random LLM deterministic: with attention and MLP outputs zeroed, the last hidden state is the
+    normalised embedding of the current token, and the LM head maps each ``transitions`` source token to its
+    target (the rest of the logits stay small). Plumbing only: the answer is fixed, not learned."""
+    ids = {t: tok.convert_tokens_to_ids(t) for pair in transitions.items() for t in pair}
+    with torch.no_grad():
+        for layer in lm.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        emb = lm.get_input_embeddings().weight
+        emb.normal_(0.0, 1.0)
+        head = lm.get_output_embeddings().weight
+        head.zero_()
+        for src, dst in transitions.items():
+            head[ids[dst]] += 10.0 * emb[ids[src]] / emb[ids[src]].norm()
+
+
+def build_folder(folder: str | Path, seed: int = 0, dim: int = 32, llm_width: int = 64,
+                 scripted: bool = True) -> Path:
+    """Random weights; with ``scripted`` the LLM always answers ``<base> <im_gen> <video>`` then stops."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from editkit.backend.tiny import tiny_components
@@ -52,6 +73,8 @@ def build_folder(folder: str | Path, seed: int = 0, dim: int = 32, llm_width: in
         vocab_size=len(tok), hidden_size=llm_width, intermediate_size=2 * llm_width, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False))
+    if scripted:
+        script_answer(lm, tok, {":": "<base>", "<base>": "<im_gen>", "<im_gen>": "<video>", "<video>": tok.eos_token})
     comps = tiny_components(seed, in_channels=4)
     return layout.save(
         folder, encoder=encoder, lm=lm, tokenizer=tok, in_projector=mlp(dim, llm_width, llm_width),
