@@ -27,7 +27,7 @@ class OutsideLeak(Metric):
 
 
 class RetrievalAccuracy(Metric):
-    name = "base_retrieval_accuracy"
+    name = "test_retrieval_accuracy"
     needs = frozenset({"extra:retrieved", "edit_type"})
     higher_is_better = True
     description = "1 if the guide retrieved the sample's edit type"
@@ -72,12 +72,12 @@ def test_registered_and_guide_metrics(samples, tmp_path):
         unregister_metric(OutsideLeak.name)
     assert summary["test_outside_leak"] == 0.0  # the source itself: nothing leaks
     assert summary["outside_mask_max_abs_diff"] == 0  # the built-in exact check agrees
-    assert summary["base_retrieval_accuracy"] == 0.5
-    assert summary["metrics"]["base_retrieval_accuracy"]["higher_is_better"] is True
+    assert summary["test_retrieval_accuracy"] == 0.5
+    assert summary["metrics"]["test_retrieval_accuracy"]["higher_is_better"] is True
     rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["base_retrieval_accuracy"] for r in rows] == [1, 0] * 5
+    assert [r["test_retrieval_accuracy"] for r in rows] == [1, 0] * 5
     csv_text = (tmp_path / "a" / "summary.csv").read_text(encoding="utf-8")
-    assert "base_retrieval_accuracy,0.5,↑,10" in csv_text and "test_outside_leak,0.0,↓" in csv_text
+    assert "test_retrieval_accuracy,0.5,↑,10" in csv_text and "test_outside_leak,0.0,↓" in csv_text
 
     # a guide's own metric is not selected for other runs, and a missing extra is noted
     Retriever.extras_on = False
@@ -85,8 +85,8 @@ def test_registered_and_guide_metrics(samples, tmp_path):
         summary = run_eval(Retriever(), samples, tmp_path / "b", progress=False)
     finally:
         Retriever.extras_on = True
-    assert "base_retrieval_accuracy" not in summary
-    assert summary["metrics_skipped"]["base_retrieval_accuracy"] == "the guide returned no retrieved"
+    assert "test_retrieval_accuracy" not in summary
+    assert summary["metrics_skipped"]["test_retrieval_accuracy"] == "the guide returned no retrieved"
     assert "test_outside_leak" not in summary["metrics_skipped"]
 
 
@@ -98,3 +98,14 @@ def test_register_metric_rejects_a_clash():
         register_metric(Other)
     with pytest.raises(TypeError):
         register_metric(int)  # type: ignore[arg-type]
+
+
+def test_base_retrieval_accuracy_reads_the_guides_base_index(samples, tmp_path):
+    from editkit.eval.metrics import metric_class
+    from editkit.eval.metrics.base import MetricsConfig
+
+    metric = metric_class("base_retrieval_accuracy")(MetricsConfig())
+    outputs = [s.source for s in samples[:3]]
+    batch = MetricBatch(samples[:3], outputs, outputs, [None] * 3, [None] * 3, extras=[{"base_index": 0},
+                        {"base_index": 1}, {"base_index": 0}])
+    assert metric.compute(batch, [0, 1, 2]) == [1, 0, 1]  # EditWorld edits the source: base 0

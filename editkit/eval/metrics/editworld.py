@@ -58,3 +58,16 @@ class ExpressiveExactMatch(Metric):
 def _sentence(text: str) -> str:
     """Normalised tokens without a final full stop (MGIE's cleaned text ends with one; rewrites do not)."""
     return normalize_text(text).rstrip(" .")
+
+
+@register_metric
+class BaseRetrievalAccuracy(Metric):
+    """Whether a guide that picks a base image among its image inputs (``EditResult.extras["base_index"]``, the
+    source being 0) picked the right one: the sample's ``base_index`` when the dataset has it, else the source."""
+
+    name, needs, higher_is_better, family = "base_retrieval_accuracy", frozenset({"extra:base_index"}), True, "guide"
+    description = "1 if the guide's chosen base input is the sample's base (default: the source image), else 0"
+
+    def compute(self, batch, indices):
+        return [int(int(batch.extras[i]["base_index"]) == int(getattr(batch.samples[i], "base_index", 0) or 0))
+                for i in indices]
