@@ -135,6 +135,23 @@ def contract_request(cls: type[Guide], *, seed: int = 0, size: tuple[int, int] =
     return EditRequest(seed=seed, **fields)
 
 
+_TEMPORARY_WEIGHTS: dict[str, str] = {}
+
+
+def temporary_weights(key: str, build: Any) -> str:
+    """A weights folder made by ``build(folder)`` once per process under ``key`` and deleted at exit: for a
+    guide's ``contract_options`` while its tiny weights are not committed (plumbing only, never a demo)."""
+    if key not in _TEMPORARY_WEIGHTS:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix=f"editkit-{key}-")
+        atexit.register(shutil.rmtree, folder, True)
+        _TEMPORARY_WEIGHTS[key] = str(build(folder))
+    return _TEMPORARY_WEIGHTS[key]
+
+
 def contract_options(cls: type[Guide]) -> dict[str, Any]:
     hook = getattr(cls, "contract_options", None)
     return dict(hook()) if callable(hook) else {}

@@ -11,7 +11,6 @@ from editkit.types import Conditioning, EditRequest
 from .config import Any2PixConfig
 
 MAX_REFERENCES = 3
-_CONTRACT_WEIGHTS: dict[str, str] = {}
 
 
 class Any2PixGuide(Guide):
@@ -28,36 +27,31 @@ class Any2PixGuide(Guide):
 
         options: dict[str, Any] = {"steps": 2, "progress": False}
         if not (layout.EDITWORLD_ANY2PIX / layout.CONFIG_FILE).is_file():
-            if "random" not in _CONTRACT_WEIGHTS:
-                import atexit
-                import shutil
-                import tempfile
+            from editkit.testing import temporary_weights
 
-                from .encoders import import_imagebind
-                from .tiny import build_folder
+            from .encoders import import_imagebind
+            from .tiny import build_folder
 
-                try:
-                    import_imagebind()
-                except GuideLoadError as exc:
-                    import pytest
+            try:
+                import_imagebind()
+            except GuideLoadError as exc:
+                import pytest
 
-                    pytest.skip(str(exc))
-                folder = tempfile.mkdtemp(prefix="editkit-any2pix-contract-")
-                atexit.register(shutil.rmtree, folder, True)
-                _CONTRACT_WEIGHTS["random"] = str(build_folder(folder))
-            options["model"] = _CONTRACT_WEIGHTS["random"]
+                pytest.skip(str(exc))
+            options["model"] = temporary_weights("any2pix-contract", build_folder)
         return options
 
     def load(self, backends) -> None:
         import torch
 
         from editkit.backend import LatentDiffusionBackend, load_components
+        from editkit.backend.cache import resolve_device
 
         from . import layout
 
         cfg = self.config
         dtype = getattr(torch, cfg.dtype)
-        device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device.replace("auto", "cpu")
+        device = resolve_device(cfg.device)
         self.weights = layout.load(cfg.model, device=device, dtype=dtype)
         # own backend: the IP-Adapter processors change the UNet, so it is never shared with other guides
         comps = load_components(self.weights.pipeline)

@@ -12,7 +12,6 @@ from editkit.types import Conditioning, EditRequest, EditResult
 
 from .config import MGIEConfig
 
-_CONTRACT_WEIGHTS: dict[str, str] = {}
 
 
 class MGIEGuide(Guide):
@@ -27,17 +26,11 @@ class MGIEGuide(Guide):
 
         options: dict[str, Any] = {"steps": 2, "progress": False}
         if not (EDITWORLD_MGIE / CONFIG_FILE).is_file():
-            if "random" not in _CONTRACT_WEIGHTS:
-                import atexit
-                import shutil
-                import tempfile
+            from editkit.testing import temporary_weights
 
-                from .tiny import build_random
+            from .tiny import build_random
 
-                folder = tempfile.mkdtemp(prefix="editkit-mgie-contract-")
-                atexit.register(shutil.rmtree, folder, True)
-                _CONTRACT_WEIGHTS["random"] = str(build_random(folder))
-            options["model"] = _CONTRACT_WEIGHTS["random"]
+            options["model"] = temporary_weights("mgie-contract", build_random)
         return options
 
     # ------------------------------------------------------------------ loading
