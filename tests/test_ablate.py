@@ -190,6 +190,10 @@ def test_cli_ablate_dry_run_and_errors(tmp_path, dummies, capsys):
     code = main(["ablate", str(bad), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "variant 'dummy shift=9.0'" in err and len(err.strip().splitlines()) == 1
+    wrong = write_spec(tmp_path / "wrong.yaml", SPEC.replace(SPEC.split("dataset:")[1].splitlines()[0],
+                                                              " editworld-gen:split=test,count=4,types=recolour,add"))
+    assert main(["ablate", str(wrong), "--out", str(tmp_path / "o"), "--dry-run"]) == 2  # the dataset is checked too
+    assert "got 'add'" in capsys.readouterr().err
     assert main(["ablate", str(spec), "--out", str(tmp_path / "o"), "--limit", "2", "--no-progress"]) == 0
     assert "trial: 4 variant(s) evaluated, 0 failed, 2 skipped" in capsys.readouterr().out
     assert json.loads((tmp_path / "o" / "ablation.json").read_text())["limit"] == 2

@@ -35,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     if args.dry_run:
+        from ..eval.datasets import load as load_dataset
+
+        load_dataset(spec.dataset, limit=1)  # a wrong dataset spec fails here, not after the first variant
         for v in expand(spec):
             where = f"runs/{v.run_id}" if v.run_id else "-"
             note = f"  ({v.note})" if v.note else ""
