@@ -97,7 +97,8 @@ class Conditioning:
 
     ``extra`` may hold ``"image_embeds"`` (B, D) or (B, N, D) for UNets with IP-Adapter image tokens
     (``encoder_hid_dim_type="ip_image_proj"``) and ``"null_image_embeds"`` for the unconditional branches
-    (zeros when absent), and ``"unet_kwargs"`` passed to every UNet call.
+    (zeros when absent), ``"unet_kwargs"`` passed to every UNet call, and ``"guidance_through_unet"``
+    (default True): False holds the model output fixed when differentiating a guide's loss on x0 (cheaper).
     """
 
     cond: "torch.Tensor"

@@ -231,3 +231,19 @@ def test_options_and_inputs_are_validated(weights):
         BlendedGuide(blend_noise="late")
     with pytest.raises(InvalidInputError, match="needs local weights"):
         make(weights, rank=True, candidates=2, clip="ViT-B-16")
+
+
+def test_x0_gradient_mode_keeps_the_unet_out_of_autograd(weights, clip_files):
+    guided = make(weights, clip_guidance_scale=2000.0, augmentations=2, guidance_gradient="x0", **clip_files)
+    base = make(weights, **clip_files)
+    grads = []
+    hook = guided.backend.unet.register_forward_hook(lambda m, a, out: grads.append(torch.is_grad_enabled()))
+    req = request(size=(32, 32))
+    try:
+        b = np.asarray(guided.edit(req).image, dtype=int)
+    finally:
+        hook.remove()
+    assert grads and not any(grads)  # the UNet never runs with autograd on
+    a = np.asarray(base.edit(req).image, dtype=int)
+    inside = np.asarray(req.masks[0]) > 0
+    assert np.abs(a - b)[inside].mean() > 0.5 and np.abs(a - b)[~inside].max() == 0

@@ -38,6 +38,9 @@ class BlendedConfig(GuideConfig):
                                        "the masked x0 estimate; 0 turns CLIP guidance off (faster).")
     range_scale: float = Field(50.0, ge=0.0, le=1e6, description="lambda_range of the range loss (pixels of the "
                                "decoded x0 outside [-1, 1]); used with CLIP guidance.")
+    guidance_gradient: Literal["unet", "x0"] = Field(
+        "unet", description="How the CLIP loss on x0 reaches the noisy latents: 'unet' differentiates through the "
+        "UNet (as the reference); 'x0' holds the UNet output fixed, several times faster, an approximation.")
     augmentations: int = Field(8, ge=1, le=64, description="Views per sample for CLIP guidance: the first "
                                "unaugmented, the rest random affine + perspective ('extending augmentations').")
     mask_dilation: int = Field(0, ge=0, le=10, description="Progressive mask dilation for thin masks: k dilated masks "

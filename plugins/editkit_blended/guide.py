@@ -64,6 +64,7 @@ class BlendedGuide(Guide):
             text_scale=cfg.text_scale,
             image_scale=cfg.image_scale,
             strength=1.0 - cfg.skip,
+            extra={"guidance_through_unet": cfg.guidance_gradient == "unet"},
         )
 
     def sampling_options(self) -> dict[str, Any]:
