@@ -45,3 +45,40 @@ def test_vae_then_ip2p_recipes_produce_a_working_guide(tmp_path):
     guide.load(BackendCache())
     result = guide.edit(EditRequest(images=[contract_image((64, 64))], instructions=["make the red circle blue"]))
     assert result.images[0].size == (64, 64)
+
+
+def test_clip_recipe_writes_a_clip_the_blended_guide_loads(tmp_path):
+    import torch
+
+    from editkit.backend.clip import CONFIG_NAME, WEIGHTS_NAME, load_clip
+    from editkit.training.clip import ClipRecipe, region_text, region_view, train_clip
+
+    res = train_clip(ClipRecipe(out=tmp_path / "clip", steps=3, batch_size=6, pool=12, eval_count=10), progress=False)
+    assert 0.0 <= res["retrieval_top1_description"] <= 1.0 and np.isfinite(res["final_loss"])
+    clip = load_clip(str(tmp_path / "clip" / CONFIG_NAME), str(tmp_path / "clip" / WEIGHTS_NAME))
+    emb = clip.encode_texts(["a small blue circle"])
+    assert emb.shape == (1, 64) and torch.isclose(emb.norm(), torch.tensor(1.0))
+    from editkit import editworld as ew
+
+    s = next(x for x in ew.generate("train", 20, seed=1, types="recolour"))
+    view = region_view(s.target, s.mask)
+    assert (view[~s.mask] == 128).all() and (view[s.mask] == s.target[s.mask]).all()
+    assert region_text(s) == f"a {s.edit['result']['size']} {s.edit['result']['colour']} {s.edit['result']['kind']}"
+
+
+def test_imagebind_recipe_runs_when_the_optional_extra_is_installed(tmp_path):
+    import pytest
+
+    from editkit.errors import GuideLoadError
+    from editkit_any2pix.encoders import import_imagebind
+
+    try:
+        import_imagebind()
+    except GuideLoadError:
+        pytest.skip("optional extra not installed (imagebind-unofficial)")
+    from editkit.training.imagebind import ImageBindRecipe, train_imagebind
+
+    res = train_imagebind(ImageBindRecipe(out=tmp_path / "ib", steps=2, batch_size=4, scenes=4, variants=1, dim=16),
+                          progress=False)
+    assert res["candidates"] == 48 and 0.0 <= res["audio_to_image_top1"] <= 1.0
+    assert (tmp_path / "ib" / "imagebind.safetensors").is_file()

@@ -10,4 +10,5 @@ RECIPES = {
     "ip2p": ("editkit.training.ip2p", "IP2PRecipe", "train_ip2p"),
     "mgie": ("editkit.training.mgie", "MGIERecipe", "train_mgie"),
     "clip": ("editkit.training.clip", "ClipRecipe", "train_clip"),
+    "imagebind": ("editkit.training.imagebind", "ImageBindRecipe", "train_imagebind"),
 }

@@ -10,7 +10,7 @@ from .grammar import SPECIAL_TOKENS
 from .language import VICUNA_V1, mlp
 from .prior import PriorConfig, RefinementPrior
 
-TINY_AUDIO = AudioSettings(clips=1, clip_seconds=1.0, mel_bins=32, target_len=96)
+TINY_AUDIO = AudioSettings(clips=1, clip_seconds=1.0, mel_bins=64, target_len=96)
 
 
 def imagebind_kwargs(dim: int = 32) -> dict:
