@@ -33,6 +33,11 @@ class IP2PRecipe(EditkitModel):
     ema: float = Field(0.999, ge=0, lt=1, description="EMA decay of the saved weights.")
     seed: int = Field(0, description="Seed of data and initialisation.")
     image_size: int = Field(64, ge=16, le=512, description="EditWorld image size.")
+    frozen_text: Path | None = Field(
+        None, description="Condition on the frozen text tower of this open_clip CLIP folder (e.g. "
+        "editkit/assets/editworld-clip), exported as a transformers CLIPTextModel + CLIPTokenizer, as Stable "
+        "Diffusion uses a frozen pretrained CLIP text encoder; default: a word-level text encoder trained jointly.",
+    )
     init: Path | None = Field(
         None, description="Continue from the UNet, text encoder and tokenizer in this folder (e.g. the committed "
         "weights) instead of new ones; the VAE still comes from OUT/vae.",
@@ -63,7 +68,12 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
     samples = editworld.generate("train", recipe.pool, seed=recipe.seed, types=recipe.types, size=recipe.image_size)
     src = encode_pool(vae, [s.source for s in samples])
     tgt = encode_pool(vae, [s.target for s in samples]) * scale
-    if recipe.init is not None:
+    frozen = None
+    if recipe.frozen_text is not None:
+        from .clip_text import export_text_encoder
+
+        frozen, tokenizer = export_text_encoder(recipe.frozen_text, recipe.out)
+    elif recipe.init is not None:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(Path(recipe.init) / "tokenizer")
@@ -76,14 +86,14 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
     log.write(pool=len(samples), latent_shape=list(src.shape[1:]))
 
     if recipe.init is not None:
-        text_encoder = CLIPTextModel.from_pretrained(Path(recipe.init) / "text_encoder")
+        text_encoder = frozen or CLIPTextModel.from_pretrained(Path(recipe.init) / "text_encoder")
         unet = UNet2DConditionModel.from_pretrained(Path(recipe.init) / "unet")
     else:
-        text_encoder = CLIPTextModel(CLIPTextConfig(**text_config(len(tokenizer), size="editworld")))
+        text_encoder = frozen or CLIPTextModel(CLIPTextConfig(**text_config(len(tokenizer), size="editworld")))
         unet = UNet2DConditionModel(**unet_config(8, cross_attention_dim=text_encoder.config.hidden_size,
                                                   size="editworld"))
     noise_sched = DDPMScheduler.from_config(EDITWORLD_SCHEDULER_CONFIG)
-    params = list(unet.parameters()) + list(text_encoder.parameters())
+    params = list(unet.parameters()) + ([] if frozen is not None else list(text_encoder.parameters()))
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=1e-2)
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
     alphas = noise_sched.alphas_cumprod
@@ -106,7 +116,11 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (recipe.batch_size,), generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        context = text_encoder(tok)[0]
+        if frozen is not None:
+            with torch.no_grad():
+                context = text_encoder(tok)[0]
+        else:
+            context = text_encoder(tok)[0]
         pred = unet(torch.cat([noisy, cond_img], dim=1), t, encoder_hidden_states=context).sample
         # v-prediction (zero terminal SNR needs it); Min-SNR-gamma weighting for v: min(snr, g) / (snr + 1),
         # with the SNR floored so that the pure-noise step t = T keeps a weight.
@@ -120,7 +134,7 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
         opt.step()
         decay = min(recipe.ema, (1 + step) / (10 + step))
         with torch.no_grad():
-            for ema_m, m in ((ema_unet, unet), (ema_text, text_encoder)):
+            for ema_m, m in ((ema_unet, unet), (ema_text, text_encoder))[: 1 if frozen is not None else 2]:
                 for pe, pm in zip(ema_m.parameters(), m.parameters()):
                     pe.lerp_(pm, 1 - decay)
         if step % 50 == 0 or step == recipe.steps - 1:
