@@ -82,3 +82,26 @@ def test_imagebind_recipe_runs_when_the_optional_extra_is_installed(tmp_path):
                           progress=False)
     assert res["candidates"] == 48 and 0.0 <= res["audio_to_image_top1"] <= 1.0
     assert (tmp_path / "ib" / "imagebind.safetensors").is_file()
+
+
+def test_frozen_clip_text_tower_export_is_exact_and_trains_ip2p(tmp_path):
+    import shutil
+
+    from editkit.backend import EDITWORLD_WEIGHTS
+    from editkit.backend.clip import EDITWORLD_CLIP
+    from editkit.training.clip_text import check_export, export_text_encoder
+
+    model, tok = export_text_encoder(EDITWORLD_CLIP, tmp_path / "x")
+    assert check_export(EDITWORLD_CLIP, model, tok, ["make the red circle blue", "a large green square"]) < 1e-4
+    out = tmp_path / "w"
+    out.mkdir()
+    shutil.copytree(EDITWORLD_WEIGHTS / "vae", out / "vae")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_ip2p(IP2PRecipe(out=out, steps=2, batch_size=4, pool=8, frozen_text=EDITWORLD_CLIP), progress=False)
+    from transformers import CLIPTextModel
+
+    after = CLIPTextModel.from_pretrained(out / "text_encoder").state_dict()
+    assert all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)  # frozen
+    guide = InstructPix2PixGuide(model=str(out), steps=2, progress=False)
+    guide.load(BackendCache())
+    assert guide.edit(EditRequest(images=[contract_image((32, 32))], instructions=["make it blue"])).images[0].size == (32, 32)
