@@ -102,3 +102,24 @@ def test_mgie_recipe_resumes_from_a_saved_folder(tmp_path):
     a = json.loads((tmp_path / "a" / "mgie_config.json").read_text())
     b = json.loads((tmp_path / "b" / "mgie_config.json").read_text())
     assert a["edit_head"] == b["edit_head"] and a["edit_head"]["num_queries"] == 8  # no teacher: SIZES queries
+
+
+def test_mgie_phases_2_3_on_a_newer_ip2p_unet(tmp_path):
+    """Phase 1 once, then phases 2-3 against another ip2p folder: its UNet is used and the head takes the
+    teacher's length."""
+    from diffusers import UNet2DConditionModel
+
+    from editkit.training.mgie import MGIERecipe, train_mgie
+
+    old = save_components(tiny_components(0), tmp_path / "old")
+    new = save_components(tiny_components(5), tmp_path / "new")
+    train_mgie(MGIERecipe(out=tmp_path / "a", ip2p=old, size="test", image_size=32, pool=8, pretrain_steps=1,
+                          pretrain_batch_size=4, align_steps=0, steps=0, eval_count=0), progress=False)
+    train_mgie(MGIERecipe(out=tmp_path / "b", ip2p=new, init=tmp_path / "a", unet_from="ip2p", size="test",
+                          image_size=32, pool=8, pretrain_steps=0, align_steps=1, steps=0, batch_size=4, eval_count=0),
+               progress=False)
+    b = json.loads((tmp_path / "b" / "mgie_config.json").read_text())
+    assert b["edit_head"]["num_queries"] == 16  # the teacher tokenizer's length, not SIZES' 8
+    got = UNet2DConditionModel.from_pretrained(tmp_path / "b" / "unet").state_dict()
+    want = UNet2DConditionModel.from_pretrained(new / "unet").state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)  # steps=0: the new ip2p UNet unchanged

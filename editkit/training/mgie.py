@@ -45,6 +45,9 @@ class MGIERecipe(EditkitModel):
                        "VAE (frozen), text encoder (edit-head warm-start teacher).")
     init: Path | None = Field(None, description="Start from an MGIE folder (editkit layout: LLM, edit head, UNet) "
                               "instead of new models and the ip2p UNet, e.g. with --pretrain-steps 0 to redo phase 3.")
+    unet_from: Literal["auto", "ip2p", "init"] = Field(
+        "auto", description="Where the UNet starts: 'ip2p' (the --ip2p folder), 'init' (the --init MGIE folder); "
+        "'auto' = init when --init is given, else ip2p. Use 'ip2p' to redo phases 2-3 on a newer ip2p UNet.")
     types: str = Field("explicit,referring", description="EditWorld families/types, comma-separated; equal shares.")
     pool: int = Field(20000, ge=8, le=10_000_000, description="EditWorld training samples held in memory.")
     image_size: int = Field(64, ge=16, le=512, description="EditWorld image size (also the vision tower's).")
@@ -230,7 +233,8 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
 
         tok = AutoTokenizer.from_pretrained(Path(recipe.init) / "llm")
         model = LlavaForConditionalGeneration.from_pretrained(Path(recipe.init) / "llm")
-        unet = UNet2DConditionModel.from_pretrained(Path(recipe.init) / "unet")
+        if recipe.unet_from != "ip2p":
+            unet = UNet2DConditionModel.from_pretrained(Path(recipe.init) / "unet")
         sizes["llm_width"] = model.config.text_config.hidden_size
     else:
         tok = tiny.tokenizer()
@@ -245,6 +249,12 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
         head = head_mod.EditHead(head_mod.EditHeadConfig.from_dict(init_cfg["edit_head"]))
         head_sd = load_state_dict(Path(recipe.init) / "edit_head.safetensors")
         head.load_state_dict({k[len("edit_head."):]: v for k, v in head_sd.items() if k.startswith("edit_head.")})
+        if teacher_tok is not None and (head.config.num_queries != teacher_tok.model_max_length
+                                        or head.config.out_dim != unet.config.cross_attention_dim):
+            # the warm start fixes the conditioning shape to the teacher's; a head of another shape is rebuilt
+            head = head_mod.EditHead(tiny.edit_head_config(sizes["llm_width"], unet.config.cross_attention_dim,
+                                                           sizes, teacher_tok.model_max_length))
+            log.write(note="edit head rebuilt to the ip2p text encoder's length", queries=teacher_tok.model_max_length)
     else:
         # the warm-start teacher fixes the number of queries: one per ip2p text position
         queries = teacher_tok.model_max_length if teacher_tok is not None else None
