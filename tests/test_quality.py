@@ -61,3 +61,20 @@ def test_explicit_edits_stay_close_to_the_target(ip2p):
     values = [psnr(np.asarray(o), s.target) for o, s in zip(result.images, samples)]
     assert np.mean(values) >= PSNR_FLOOR, np.mean(values)
     assert all(0 <= edit_success(np.asarray(o), s) <= 1 for o, s in zip(result.images, samples))
+
+
+def test_committed_clip_knows_what_an_edit_region_holds():
+    """The tiny EditWorld CLIP (blended's ranker) matches target edit regions to their descriptions; measured
+    97.9% top-1 among 50 descriptions on 300 test edits (editkit/assets/editworld-clip/recipe_clip.json)."""
+    from editkit.backend.clip import load_clip
+    from editkit.backend.images import pil_to_tensor
+    from editkit.training.clip import pairs
+
+    clip = load_clip("editworld", None)
+    images, texts = pairs(generate("test", 80, seed=2, types="explicit"))["description"]
+    distinct = sorted(set(texts))
+    with torch.inference_mode():
+        img = clip.encode_pixels(pil_to_tensor([Image.fromarray(a) for a in images]))
+        txt = clip.encode_texts(distinct)
+    hits = (img @ txt.T).argmax(1).numpy() == np.array([distinct.index(t) for t in texts])
+    assert hits.mean() >= 0.85, hits.mean()
