@@ -2,7 +2,8 @@
 
     python examples/editworld_grid.py --out docs/img/ip2p_editworld.png --guides ip2p
     python examples/editworld_grid.py --out docs/img/mgie_referring.png --guides mgie,ip2p --types referring
-    python examples/editworld_grid.py --out docs/img/blended_editworld.png --guides blended --types recolour+add+replace
+    python examples/editworld_grid.py --out docs/img/blended_editworld.png --guides blended --types recolour+add+replace \
+        --set blended.clip_guidance_scale=1000 --set blended.augmentations=4 --set blended.guidance_gradient=x0
 
 The samples are the first ``count`` test samples of the seed and types (no selection), one per row. Under the
 instruction stands each guide's text output when it has one (MGIE's expressive instruction); beside each
@@ -24,8 +25,8 @@ SCALE = 2
 TEXT_W = 330
 
 
-def run_guide(name: str, samples, seed: int):
-    guide = editkit.load_guide(name, progress=False)
+def run_guide(name: str, samples, seed: int, options: dict):
+    guide = editkit.load_guide(name, progress=False, **options)
     masks = None
     if "mask" in guide.needs:
         masks = [Image.fromarray(s.mask.astype(np.uint8) * 255) for s in samples]
@@ -40,11 +41,20 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--types", default="explicit", help="EditWorld types or families joined by '+'")
+    ap.add_argument("--set", action="append", default=[], metavar="GUIDE.KEY=VALUE",
+                    help="an option of one guide, e.g. blended.clip_guidance_scale=1000 (YAML value)")
     args = ap.parse_args()
+    import yaml
+
+    options: dict[str, dict] = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        guide_name, _, option = key.partition(".")
+        options.setdefault(guide_name, {})[option] = yaml.safe_load(value)
 
     names = [g.strip() for g in args.guides.split(",") if g.strip()]
     samples = generate("test", args.count, seed=args.seed, types=args.types.split("+"))
-    results = {name: run_guide(name, samples, args.seed) for name in names}
+    results = {name: run_guide(name, samples, args.seed, options.get(name, {})) for name in names}
     side = samples[0].source.shape[0] * SCALE
     col = side + 20
     width = side + TEXT_W + col * (len(names) + 1)
