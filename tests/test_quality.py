@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import editkit
-from editkit.backend import EDITWORLD_WEIGHTS, BackendCache
+from editkit.backend import EDITWORLD_WEIGHTS
 from editkit.editworld import generate
 from editkit.editworld.world import COLOURS
 from editkit.eval.editworld_metrics import edit_success, psnr
@@ -22,6 +22,7 @@ README_EXAMPLE = "examples/red_circle.png"
 # Floors set a little below what the committed weights measure (docs/training.md), so a regression fails.
 VAE_PSNR_FLOOR = 34.0          # measured 34.7 dB mean on 64 test images
 PSNR_FLOOR = 19.0              # measured 20.4 dB mean over 200 explicit test edits
+MGIE_EXPLICIT_FLOOR = 0.8      # expressive exact match on explicit edits: see docs/guides/mgie.md
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,20 @@ def test_committed_clip_knows_what_an_edit_region_holds():
         txt = clip.encode_texts(distinct)
     hits = (img @ txt.T).argmax(1).numpy() == np.array([distinct.index(t) for t in texts])
     assert hits.mean() >= 0.85, hits.mean()
+
+
+def test_committed_mgie_writes_the_explicit_rewrite():
+    """The tiny EditWorld MGIE resolves EditWorld instructions into their explicit rewrite (docs/guides/mgie.md)."""
+    from editkit_mgie.layout import CONFIG_FILE, EDITWORLD_MGIE
+
+    from editkit.editworld import normalize_text
+
+    if not (EDITWORLD_MGIE / CONFIG_FILE).is_file():
+        pytest.skip("tiny MGIE weights not committed")
+    guide = editkit.load_guide("mgie", progress=False, steps=2)
+    samples = generate("test", 16, seed=5, types="explicit")
+    result = guide.edit(EditRequest(images=[Image.fromarray(s.source) for s in samples],
+                                    instructions=[s.instruction for s in samples], seed=0))
+    hits = [normalize_text(t or "").rstrip(" .") == normalize_text(s.rewrite).rstrip(" .")
+            for t, s in zip(result.text, samples)]
+    assert np.mean(hits) >= MGIE_EXPLICIT_FLOOR, (np.mean(hits), result.text[:3])

@@ -344,6 +344,7 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
     ema = [p.detach().clone() for p in trainable]
     opt = _optimizer(trainable, recipe.lr)
     alphas = DDPMScheduler.from_config(sched_cfg).alphas_cumprod
+    v_pred = sched_cfg.get("prediction_type", "epsilon") == "v_prediction"
     p_drop = recipe.dropout
     bar = tqdm(range(recipe.steps), desc="mgie 3/3 joint", disable=not progress)
     for step in bar:
@@ -361,7 +362,9 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
         t = t.to(device)
         noisy = a.sqrt() * b["tgt"] + (1 - a).sqrt() * noise
         pred = unet(torch.cat([noisy, src], 1), t, encoder_hidden_states=cond).sample
-        mse = F.mse_loss(pred, noise)
+        # the UNet's own parametrisation (the EditWorld ip2p UNet predicts v on a zero-terminal-SNR schedule)
+        target = a.sqrt() * noise - (1 - a).sqrt() * b["tgt"] if v_pred else noise
+        mse = F.mse_loss(pred, target)
         loss = ce + recipe.diffusion_weight * mse
         _step(opt, loss, trainable, step, recipe.steps, recipe.lr, warmup=100)
         decay = min(recipe.ema, (1 + step) / (10 + step))
