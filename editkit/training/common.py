@@ -79,3 +79,14 @@ def write_recipe(folder: Path, name: str, config: dict[str, Any], seconds: float
         "results": results,
     }
     (Path(folder) / f"recipe_{name}.json").write_text(json.dumps(record, indent=2, default=str))
+
+
+def plugin_module(guide: str, module: str):
+    """A module of the plugin package that provides ``guide``, reached through its entry point (editkit never
+    imports a guide plugin by name)."""
+    import importlib
+
+    from ..registry import load_guide_class
+
+    package = load_guide_class(guide).__module__.rsplit(".", 1)[0]
+    return importlib.import_module(f"{package}.{module}")

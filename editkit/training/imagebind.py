@@ -10,7 +10,6 @@ optional ImageBind model code (``pip install --no-deps imagebind-unofficial==0.1
 """
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from ..config import EditkitModel
-from .common import RunLog, cosine_lr, set_threads, write_recipe
+from .common import RunLog, cosine_lr, plugin_module, set_threads, write_recipe
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CONFIG_NAME = "imagebind_config.json"
@@ -41,10 +40,7 @@ class ImageBindRecipe(EditkitModel):
 
 
 def _plugin(module: str):
-    from ..registry import load_guide_class
-
-    package = load_guide_class("any2pix").__module__.rsplit(".", 1)[0]
-    return importlib.import_module(f"{package}.{module}")
+    return plugin_module("any2pix", module)
 
 
 def objects() -> list[tuple[str, str, str]]:

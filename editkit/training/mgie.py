@@ -22,7 +22,6 @@ The UNet and the frozen VAE come from the ip2p recipe's folder (``--ip2p``); the
 """
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +33,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from ..config import EditkitModel
-from .common import RunLog, cosine_lr, set_threads, write_recipe
+from .common import RunLog, cosine_lr, plugin_module, set_threads, write_recipe
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -73,10 +72,7 @@ class MGIERecipe(EditkitModel):
 
 
 def _plugin(module: str):
-    from ..registry import load_guide_class
-
-    package = load_guide_class("mgie").__module__.rsplit(".", 1)[0]
-    return importlib.import_module(f"{package}.{module}")
+    return plugin_module("mgie", module)
 
 
 # ----------------------------------------------------------------------------------- data
