@@ -180,3 +180,16 @@ def test_lpips_backbone_key_mapping():
     names = ["slice1.0.weight", "slice1.0.bias", "slice2.3.weight", "slice5.10.bias", "other.x"]
     assert backbone_key_map(names) == {"slice1.0.weight": "features.0.weight", "slice1.0.bias": "features.0.bias",
                                        "slice2.3.weight": "features.3.weight", "slice5.10.bias": "features.10.bias"}
+
+
+def test_clip_metrics_can_use_the_committed_editworld_clip():
+    from editkit.eval.metrics.base import ClipSettings
+    from editkit.eval.metrics.clip import ClipEmbedder
+
+    settings = ClipSettings(model="editworld")
+    assert ClipEmbedder.unavailable(settings) is None and ClipEmbedder.unavailable(ClipSettings()) is not None
+    emb = ClipEmbedder(settings)
+    imgs = emb.encode_images([np.full((64, 64, 3), 200, np.uint8), np.zeros((48, 80, 3), np.uint8)])
+    txt = emb.encode_texts(["a small red circle"])
+    assert imgs.shape == (2, 64) and txt.shape == (1, 64) and emb.image_size == 64
+    assert np.allclose(np.linalg.norm(imgs, axis=1), 1.0, atol=1e-5)

@@ -105,3 +105,19 @@ def test_frozen_clip_text_tower_export_is_exact_and_trains_ip2p(tmp_path):
     guide = InstructPix2PixGuide(model=str(out), steps=2, progress=False)
     guide.load(BackendCache())
     assert guide.edit(EditRequest(images=[contract_image((32, 32))], instructions=["make it blue"])).images[0].size == (32, 32)
+
+
+def test_info_nce_treats_equal_labels_as_positives():
+    import torch
+
+    from editkit.training.common import info_nce
+
+    e = torch.eye(3)
+    assert float(info_nce(e, e, torch.tensor([0, 1, 2]), 100.0)) < 1e-6  # aligned: no loss
+    assert float(info_nce(e, e[[1, 2, 0]], torch.tensor([0, 1, 2]), 100.0)) > 50  # misaligned: large
+    # rows 0 and 1 hold the same text: matching either is right, so the loss is log 2 for each of them
+    a = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    tokens = torch.tensor([[5, 6], [5, 6], [7, 8]])
+    got = float(info_nce(a, a, tokens, 100.0))
+    assert abs(got - 2 * np.log(2) / 3) < 1e-4
+    assert abs(float(info_nce(a, a, torch.tensor([0, 0, 1]), 100.0)) - got) < 1e-6  # ids and token rows agree

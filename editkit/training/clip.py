@@ -9,7 +9,7 @@ Pairs, in equal parts per batch:
 * the same edit region <-> the edit instruction, so an instruction can rank candidates too.
 
 The model is open_clip's own ``CLIP`` class built from a small config (ViT on 64x64 images, text
-transformer with open_clip's BPE tokenizer, context 32), trained with the symmetric InfoNCE loss and
+transformer with open_clip's BPE tokenizer, context 24), trained with the symmetric InfoNCE loss and
 a learned temperature. Weights are saved as safetensors beside the config, the layout that
 ``editkit.backend.clip.load_clip`` and the CLIP metrics read.
 """
@@ -25,7 +25,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from ..config import EditkitModel
-from .common import RunLog, cosine_lr, images_to_tensor, set_threads, write_recipe
+from .common import RunLog, cosine_lr, images_to_tensor, info_nce, set_threads, write_recipe
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -129,13 +129,8 @@ def train_clip(recipe: ClipRecipe, progress: bool = True) -> dict:
 
 
 def contrastive_loss(model, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE; texts that are equal within the batch count as positives of each other."""
-    img = F.normalize(model.encode_image(images), dim=-1)
-    txt = F.normalize(model.encode_text(tokens), dim=-1)
-    logits = model.logit_scale.exp() * img @ txt.t()
-    same = (tokens[:, None, :] == tokens[None, :, :]).all(-1).float()
-    target = same / same.sum(1, keepdim=True)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+    """Symmetric InfoNCE at the model's learned temperature; equal texts in a batch are positives of each other."""
+    return info_nce(model.encode_image(images), model.encode_text(tokens), tokens, model.logit_scale.exp())
 
 
 @torch.no_grad()

@@ -25,6 +25,18 @@ def images_to_tensor(arrays: list[np.ndarray]) -> torch.Tensor:
     return x.div_(127.5).sub_(1.0)
 
 
+def info_nce(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE between row-aligned embeddings with logits ``scale * cos``; rows whose ``labels`` are
+    equal (ids, or whole token rows) count as positives of each other, so repeated texts are not negatives."""
+    a, b = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(b, dim=-1)
+    logits = scale * a @ b.t()
+    n = labels.shape[0]
+    same = (labels[:, None] == labels[None, :]).reshape(n, n, -1).all(-1).float()
+    target = same / same.sum(1, keepdim=True)
+    ce = torch.nn.functional.cross_entropy
+    return 0.5 * (ce(logits, target) + ce(logits.t(), target))
+
+
 def cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:
     if step < warmup:
         return base * (step + 1) / warmup

@@ -20,7 +20,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from ..config import EditkitModel
-from .common import RunLog, cosine_lr, plugin_module, set_threads, write_recipe
+from .common import RunLog, cosine_lr, info_nce, plugin_module, set_threads, write_recipe
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CONFIG_NAME = "imagebind_config.json"
@@ -78,15 +78,6 @@ def _sounds(rng: np.random.Generator, augment: bool) -> list[np.ndarray]:
     return out
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Symmetric InfoNCE between row-aligned embeddings; rows with equal ``labels`` are positives of each other."""
-    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
-    logits = a @ b.t() / temperature
-    same = (labels[:, None] == labels[None, :]).float()
-    target = same / same.sum(1, keepdim=True)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
-
-
 def train_imagebind(recipe: ImageBindRecipe, progress: bool = True) -> dict:
     from safetensors.torch import save_file
 
@@ -127,9 +118,9 @@ def train_imagebind(recipe: ImageBindRecipe, progress: bool = True) -> dict:
                      mod.TEXT: torch.cat([texts[idx], scene_txt[sidx]]), mod.AUDIO: sounds[v_snd][idx]})
         b = recipe.batch_size
         img, txt, snd = out[mod.VISION][:b], out[mod.TEXT][:b], out[mod.AUDIO]
-        t = recipe.temperature
-        loss = (info_nce(img, txt, idx, t) + info_nce(snd, img, idx, t) + info_nce(snd, txt, idx, t)
-                + info_nce(out[mod.VISION][b:], out[mod.TEXT][b:], sidx, t)) / 4
+        s = 1.0 / recipe.temperature
+        loss = (info_nce(img, txt, idx, s) + info_nce(snd, img, idx, s) + info_nce(snd, txt, idx, s)
+                + info_nce(out[mod.VISION][b:], out[mod.TEXT][b:], sidx, s)) / 4
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

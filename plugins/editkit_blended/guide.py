@@ -48,8 +48,8 @@ class BlendedGuide(Guide):
         if self._null is None:
             self._null = backend.encode_text([""])
         k = self.num_candidates()
-        pixels, _ = backend.images_to_tensor(request.images)
-        h, w = pixels.shape[-2:]
+        f = backend.vae_factor  # the padded size the backend samples at (no pixel conversion needed for it)
+        w, h = (-(-side // f) * f for side in request.images[0].size)
         pix = masks.pixel_masks(request.masks, h, w).repeat_interleave(k, 0).to(backend.device, backend.dtype)
         self._pixel_masks = pix
         self._latent_masks = masks.dilation_schedule(masks.latent_masks(pix, backend.vae_factor), cfg.mask_dilation)

@@ -45,7 +45,8 @@ PSNR_MAX = 100.0
 # ------------------------------------------------------------------------------------ settings
 class ClipSettings(EditkitModel):
     model: str = Field("ViT-B-32", min_length=1, description="open_clip model name (e.g. ViT-B-32 for MagicBrush "
-                       "parity, ViT-L-14 for InstructPix2Pix/PIE-Bench parity) or a path to an open_clip model-config JSON.")
+                       "parity, ViT-L-14 for InstructPix2Pix/PIE-Bench parity), a path to an open_clip model-config "
+                       "JSON, or 'editworld' (the committed tiny EditWorld CLIP, no checkpoint needed).")
     checkpoint: str | None = Field(None, description="Local weights (.safetensors or weights-only .pt); without "
                                    "them the CLIP metrics are skipped (nothing is downloaded).")
     preprocess: Literal["crop", "squash"] = Field("crop", description="'crop': resize the short side + centre crop "

@@ -1,4 +1,5 @@
-"""Shared helpers of the learned metrics: image preprocessing in torch and weight loading.
+"""Shared helpers of the learned metrics: image preprocessing in torch and embedding caches (weights load
+through :func:`editkit.weights.load_into`).
 
 torch is imported inside functions only; nothing here downloads anything.
 """
