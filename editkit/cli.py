@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from . import __version__
 from .errors import EditkitError
 
-COMMANDS = ["edit", "guides", "data", "eval", "ablate", "train", "convert"]
+COMMANDS = ["edit", "guides", "data", "eval", "ablate", "train", "convert", "bench"]
 EXIT_USAGE = 2
 
 

@@ -28,6 +28,31 @@ class GuideConfig(EditkitModel):
     progress: bool = Field(True, description="Show a tqdm progress bar over the denoising steps.")
 
 
+CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
+
+
+class SpeedOptions(EditkitModel):
+    """The backend's switchable fast paths (see :mod:`editkit.backend.speed`); results stay the same within
+    floating-point tolerance whichever are on."""
+
+    channels_last: bool = Field(False, description="UNet and VAE in channels-last memory format (faster on GPUs).")
+    fuse_qkv: bool = Field(False, description="Fused query/key/value projections in the UNet's attention.")
+    compile: CompileMode = Field(
+        "off", description="torch.compile the UNet: 'off', 'default', 'reduce-overhead' (CUDA graphs) or "
+        "'max-autotune'. The first edit at each new shape pays the compilation.")
+    vae_tiling: bool = Field(False, description="Tiled VAE encode/decode for large images (bounded memory).")
+    fused_sampler: bool = Field(
+        True, description="DDIM as precomputed per-step coefficients with a preallocated guidance batch (no "
+        "scheduler work inside the loop); false: diffusers' scheduler step every iteration.")
+
+
+class DiffusionGuideConfig(SpeedOptions, GuideConfig):
+    """Options of guides that sample with the shared diffusion backend: the common ones plus the fast paths."""
+
+    def speed_options(self) -> SpeedOptions:
+        return SpeedOptions(**{k: getattr(self, k) for k in SpeedOptions.model_fields})
+
+
 def validate_config(guide_name: str, config_cls: type[EditkitModel], options: dict[str, Any]) -> EditkitModel:
     """Validate ``options`` into ``config_cls``; errors become :class:`GuideConfigError` naming the option."""
     try:

@@ -48,6 +48,14 @@ class Guide(abc.ABC):
     def load(self, backends: "BackendCache") -> None:
         """Load weights. Guides sharing the same diffusion weights get the same backend object."""
 
+    #: Architecture sizes :meth:`load_random` can build (e.g. "test", "sd15"); empty: not supported.
+    random_sizes: ClassVar[tuple[str, ...]] = ()
+
+    def load_random(self, backends: "BackendCache", size: str) -> None:
+        """Load random weights of a named architecture instead of a checkpoint: for benchmarks (latency does
+        not depend on weight values) and plumbing tests, never for an edit anyone looks at."""
+        raise NotImplementedError(f"guide '{self.name}' cannot build random-weight architectures")
+
     @property
     def loaded(self) -> bool:
         return self.backend is not None
@@ -106,6 +114,11 @@ class Guide(abc.ABC):
         }
 
     # ----------------------------------------------------------------- the edit
+    def speed_options(self):
+        """The backend fast paths the config asks for (``DiffusionGuideConfig``), or None (backend as it is)."""
+        get = getattr(self.config, "speed_options", None)
+        return get() if callable(get) else None
+
     def sampling_options(self) -> dict[str, Any]:
         """Backend sampling options taken from the config (steps, scheduler); guides may override."""
         cfg = self.config
@@ -125,7 +138,7 @@ class Guide(abc.ABC):
         timings["prepare"] = time.perf_counter() - t0
         k = self.num_candidates()
         images = self.backend.generate(cond, request, hooks=self, timings=timings, num_candidates=k,
-                                       **self.sampling_options())
+                                       speed=self.speed_options(), **self.sampling_options())
         aligned = request.repeat(k)
         t0 = time.perf_counter()
         images = self.postprocess(images, aligned)

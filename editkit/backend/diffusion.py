@@ -16,6 +16,7 @@ from ..types import Conditioning, EditRequest, StepState
 from .components import Components
 from .images import crop_to, pad_to_multiple, pil_to_tensor, tensor_to_pil
 from .schedulers import make_scheduler, resolve_name
+from .speed import FusedDDIM, SpeedOptions, apply as apply_speed
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -36,8 +37,15 @@ class LatentDiffusionBackend:
         self.scheduler_config = components.scheduler_config
         self.extra = components.extra
         self.unet.set_attn_processor(_sdpa_processor())
+        self.compiled_unet = None  # set by SpeedOptions.compile
+        self.speed = SpeedOptions()
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.scaling_factor = float(self.vae.config.scaling_factor)
+
+    @property
+    def unet_forward(self):
+        """The UNet the sampling loop calls: the compiled one when compilation is on."""
+        return self.compiled_unet if self.compiled_unet is not None else self.unet
 
     # ------------------------------------------------------------------ images and text
     @torch.inference_mode()
@@ -82,6 +90,7 @@ class LatentDiffusionBackend:
         timings: dict[str, float] | None = None,
         callback: Callable[[StepState], None] | None = None,
         num_candidates: int = 1,
+        speed: SpeedOptions | None = None,
     ) -> list["Image.Image"]:
         """Run one edit batch and return PIL images at the input size.
 
@@ -89,6 +98,8 @@ class LatentDiffusionBackend:
         ``seed_i * 1000 + k``), returned in request order, candidates of one image adjacent.
         """
         timings = {} if timings is None else timings
+        if speed is not None:
+            apply_speed(self, speed)
         t0 = time.perf_counter()
         pixels, size = self.images_to_tensor(request.images)
         seeds = request.seeds()
@@ -154,9 +165,17 @@ class LatentDiffusionBackend:
         else:
             latents = noise * sched.init_noise_sigma
 
-        denoiser = _Denoiser(self.unet, cond, source_latents, batch, self.device, self.dtype)
         use_step_hook = hooks is not None and hooks.hooks_used()["on_step"]
         use_grad = hooks is not None and hooks.hooks_used()["guidance_loss"]
+        fused = None
+        if (self.speed.fused_sampler and not use_step_hook and not use_grad and callback is None
+                and FusedDDIM.supports(sched, scheduler)):
+            fused = FusedDDIM(sched, timesteps)
+            fused = fused if fused.ok else None
+        denoiser = _Denoiser(self.unet_forward, cond, source_latents, batch, self.device, self.dtype,
+                             preallocate=shape if fused is not None else None, channels_last=self.speed.channels_last)
+        if fused is not None:
+            return self._fused_loop(denoiser, fused, latents, timesteps, progress)
         if use_grad and not hasattr(sched, "alphas_cumprod") or (use_grad and scheduler == "euler_ancestral"):
             raise ValueError("gradient guidance needs the ddim or ddpm scheduler")
         step_kwargs: dict[str, Any] = {"generator": generators} if scheduler != "ddim" else {}
@@ -190,6 +209,13 @@ class LatentDiffusionBackend:
                         state.latents = replaced
                 if callback is not None:
                     callback(state)
+        return latents
+
+    @torch.inference_mode()
+    def _fused_loop(self, denoiser, fused: FusedDDIM, latents, timesteps, progress: bool) -> torch.Tensor:
+        """DDIM without the scheduler: one UNet call and one multiply-add per step, nothing else."""
+        for (a, b), t in zip(fused.coefficients, tqdm(timesteps, desc="denoise", disable=not progress, leave=False)):
+            latents = torch.add(latents.mul(a), denoiser(latents, t), alpha=b)
         return latents
 
     def _guided_noise(self, denoiser, sched, latents, t, i, hooks, through_unet: bool = True) -> torch.Tensor:
@@ -273,8 +299,10 @@ class _Denoiser:
     Two-branch CFG otherwise; a single branch when no null is given.
     """
 
-    def __init__(self, unet, cond: Conditioning, source_latents, batch: int, device, dtype):
+    def __init__(self, unet, cond: Conditioning, source_latents, batch: int, device, dtype, *,
+                 preallocate: tuple[int, ...] | None = None, channels_last: bool = False):
         self.unet = unet
+        self.batch = batch
         self.mode = cond.mode
         self.text_scale = cond.text_scale
         self.image_scale = cond.image_scale
@@ -286,7 +314,7 @@ class _Denoiser:
             img = source_latents
             self.branches = 3
             self.context = torch.cat([c, n, n])
-            self.image_cond = torch.cat([img, img, torch.zeros_like(img)])
+            self.image_cond = torch.cat([img.to(dtype), img.to(dtype), torch.zeros_like(img, dtype=dtype)])
         else:
             self.image_cond = None
             if n is not None and self.text_scale != 1.0:
@@ -304,6 +332,21 @@ class _Denoiser:
             n_e = torch.zeros_like(e) if n_e is None else _expand(n_e.to(device, dtype), batch)
             embeds = torch.cat([e] + [n_e] * (self.branches - 1))
             self.added["added_cond_kwargs"] = {"image_embeds": [embeds[:, None] if embeds.ndim == 2 else embeds]}
+        self.buffer = None
+        if preallocate is not None and (self.branches > 1 or self.image_cond is not None):
+            self._preallocate(preallocate, device, dtype, channels_last)
+
+    def _preallocate(self, latent_shape, device, dtype, channels_last: bool) -> None:
+        """The UNet input of every step, written in place: each branch's latents, then the image latents."""
+        b, c, h, w = latent_shape
+        extra = 0 if self.image_cond is None else self.image_cond.shape[1]
+        buf = torch.empty((self.branches * b, c + extra, h, w), device=device, dtype=dtype)
+        if channels_last:
+            buf = buf.contiguous(memory_format=torch.channels_last)
+        if self.image_cond is not None:
+            buf[:, c:] = self.image_cond
+        self.buffer = buf
+        self.latent_view = buf[:, :c].unflatten(0, (self.branches, b))
 
     def make_differentiable(self) -> None:
         """Copy inference-mode tensors so they can take part in autograd (gradient guidance)."""
@@ -312,9 +355,13 @@ class _Denoiser:
             self.image_cond = self.image_cond.clone()
 
     def __call__(self, latents: torch.Tensor, t) -> torch.Tensor:
-        x = latents.repeat(self.branches, 1, 1, 1) if self.branches > 1 else latents
-        if self.image_cond is not None:
-            x = torch.cat([x, self.image_cond], dim=1)
+        if self.buffer is not None:
+            self.latent_view.copy_(latents.unsqueeze(0).expand_as(self.latent_view))
+            x = self.buffer
+        else:
+            x = latents.repeat(self.branches, 1, 1, 1) if self.branches > 1 else latents
+            if self.image_cond is not None:
+                x = torch.cat([x, self.image_cond], dim=1)
         eps = self.unet(x, t, encoder_hidden_states=self.context, **self.added).sample
         if self.branches == 3:
             e_cond, e_img, e_unc = eps.chunk(3)

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from tqdm.auto import tqdm
 
@@ -42,6 +45,20 @@ class IP2PRecipe(EditkitModel):
         None, description="Continue from the UNet, text encoder and tokenizer in this folder (e.g. the committed "
         "weights) instead of new ones; the VAE still comes from OUT/vae.",
     )
+    train_text: bool = Field(
+        True, description="Train the text encoder jointly. With --init and false it stays frozen, so conditioning "
+        "learned against it elsewhere (the mgie edit head is aligned to it) stays valid.",
+    )
+    loss_weighting: Literal["min_snr", "v"] = Field(
+        "min_snr", description="'min_snr': Min-SNR-gamma weighting of the v loss (down-weights the high-noise steps); "
+        "'v': the plain v-prediction loss of the zero-terminal-SNR paper (every timestep weighs the same in v).",
+    )
+    mask_weight: float = Field(
+        0.0, ge=0, le=100, description="Extra loss weight inside the edit mask (latent-resolution coverage): "
+        "pixels weigh 1 + mask_weight x coverage, so the few pixels an edit changes are not drowned by the copy.",
+    )
+    compile: bool = Field(False, description="torch.compile the UNet (about 2.5 min of warm-up on CPU, ~20% faster steps).")
+    save_every: int = Field(1000, ge=1, le=10_000_000, description="Save the EMA weights every N steps.")
 
 
 @torch.no_grad()
@@ -68,6 +85,9 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
     samples = editworld.generate("train", recipe.pool, seed=recipe.seed, types=recipe.types, size=recipe.image_size)
     src = encode_pool(vae, [s.source for s in samples])
     tgt = encode_pool(vae, [s.target for s in samples]) * scale
+    # Edit-mask coverage at latent resolution, for --mask-weight.
+    masks = torch.from_numpy(np.stack([s.mask for s in samples])).float()[:, None]
+    masks = F.adaptive_avg_pool2d(masks, tgt.shape[-2:])
     frozen = None
     if recipe.frozen_text is not None:
         from .clip_text import export_text_encoder
@@ -93,11 +113,16 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
         unet = UNet2DConditionModel(**unet_config(8, cross_attention_dim=text_encoder.config.hidden_size,
                                                   size="editworld"))
     noise_sched = DDPMScheduler.from_config(EDITWORLD_SCHEDULER_CONFIG)
+    if frozen is None and not recipe.train_text:
+        if recipe.init is None:
+            raise ValueError("--train-text false needs --init (a text encoder to keep frozen)")
+        frozen = text_encoder.requires_grad_(False)
     params = list(unet.parameters()) + ([] if frozen is not None else list(text_encoder.parameters()))
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=1e-2)
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
     alphas = noise_sched.alphas_cumprod
     gen = torch.Generator().manual_seed(recipe.seed)
+    forward = torch.compile(unet) if recipe.compile else unet
 
     bar = tqdm(range(recipe.steps), desc="train ip2p", disable=not progress)
     for step in bar:
@@ -121,12 +146,16 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
                 context = text_encoder(tok)[0]
         else:
             context = text_encoder(tok)[0]
-        pred = unet(torch.cat([noisy, cond_img], dim=1), t, encoder_hidden_states=context).sample
+        pred = forward(torch.cat([noisy, cond_img], dim=1), t, encoder_hidden_states=context).sample
         # v-prediction (zero terminal SNR needs it); Min-SNR-gamma weighting for v: min(snr, g) / (snr + 1),
         # with the SNR floored so that the pure-noise step t = T keeps a weight.
         velocity = a.sqrt() * noise - (1 - a).sqrt() * x0
-        snr = (a / (1 - a)).clamp(min=recipe.snr_floor)
-        weight = snr.clamp(max=recipe.min_snr_gamma) / (snr + 1)
+        if recipe.loss_weighting == "min_snr":
+            snr = (a / (1 - a)).clamp(min=recipe.snr_floor)
+            weight = snr.clamp(max=recipe.min_snr_gamma) / (snr + 1)
+        else:
+            weight = torch.ones_like(a)
+        weight = weight * (1 + recipe.mask_weight * masks[idx])
         loss = (weight * (pred - velocity).pow(2)).mean() / weight.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -140,7 +169,7 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
         if step % 50 == 0 or step == recipe.steps - 1:
             bar.set_postfix(loss=f"{loss.item():.4f}")
             log.write(step=step, loss=loss.item(), lr=opt.param_groups[0]["lr"])
-        if step > 0 and step % 1000 == 0:
+        if step > 0 and step % recipe.save_every == 0:
             _save(recipe.out, ema_unet, vae, ema_text, tokenizer)
 
     _save(recipe.out, ema_unet, vae, ema_text, tokenizer)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from editkit.config import GuideConfig
+from editkit.config import DiffusionGuideConfig
 
 
-class Any2PixConfig(GuideConfig):
+class Any2PixConfig(DiffusionGuideConfig):
     model: str = Field("editworld", min_length=1, description="An editkit any2pix weights folder (ImageBind, LLM, "
                        "projectors, prior, IP-Adapter, diffusion pipeline); 'editworld' = the committed tiny "
                        "EditWorld weights.")

@@ -5,10 +5,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from editkit.config import GuideConfig
+from editkit.config import DiffusionGuideConfig
 
 
-class BlendedConfig(GuideConfig):
+class BlendedConfig(DiffusionGuideConfig):
     model: str = Field(
         "editworld", min_length=1,
         description="Diffusion weights: 'editworld' (committed tiny weights, an 8-channel InstructPix2Pix UNet "

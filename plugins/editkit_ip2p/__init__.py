@@ -10,12 +10,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from editkit.config import GuideConfig
+from editkit.config import DiffusionGuideConfig
 from editkit.guide import Guide
 from editkit.types import Conditioning, EditRequest
 
 
-class InstructPix2PixConfig(GuideConfig):
+class InstructPix2PixConfig(DiffusionGuideConfig):
     model: str = Field(
         "editworld",
         description="Weights: 'editworld' (committed tiny EditWorld weights), a local diffusers-layout "
@@ -42,6 +42,23 @@ class InstructPix2PixGuide(Guide):
     def load(self, backends) -> None:
         cfg = self.config
         self.backend = backends.get(cfg.model, device=cfg.device, dtype=cfg.dtype)
+        self._null = None
+
+    random_sizes = ("test", "sd15")
+
+    def load_random(self, backends, size: str) -> None:
+        """Random weights in the shapes of ``size`` ('sd15': the 8-channel InstructPix2Pix UNet, SD VAE, CLIP
+        ViT-L/14 text encoder), for benchmarks."""
+        import torch
+
+        from editkit.backend.architectures import random_components
+        from editkit.backend.cache import resolve_device
+
+        cfg = self.config
+        device = resolve_device(cfg.device)
+        self.backend = backends.get(
+            f"random:{size}", device=cfg.device, dtype=cfg.dtype, key="ip2p",
+            loader=lambda _src: random_components(size, in_channels=8, device=device, dtype=getattr(torch, cfg.dtype)))
         self._null = None
 
     def prepare(self, request: EditRequest) -> Conditioning:

@@ -5,10 +5,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from editkit.config import GuideConfig
+from editkit.config import DiffusionGuideConfig
 
 
-class MGIEConfig(GuideConfig):
+class MGIEConfig(DiffusionGuideConfig):
     model: str = Field(
         "editworld", min_length=1,
         description="Weights: 'editworld' (committed tiny EditWorld MGIE), a folder in the editkit MGIE layout "
@@ -34,5 +34,11 @@ class MGIEConfig(GuideConfig):
     pipeline: str | None = Field(
         None, description="InstructPix2Pix shell for the VAE and scheduler (hub id or folder); None: the checkpoint's "
         "(official: timbrooks/instruct-pix2pix).")
+    llm_cache: Literal["dynamic", "static"] = Field(
+        "dynamic", description="KV cache of the LLM decode: 'dynamic' (grows each token) or 'static' (preallocated, "
+        "fixed shapes: what compile_llm and CUDA graphs need).")
+    compile_llm: bool = Field(
+        False, description="Compile the LLM's decode step (transformers' generate with a static cache, CUDA graphs); "
+        "needs llm_cache='static' and a GPU; the first edit compiles.")
     quantize: Literal["none", "8bit", "4bit"] = Field(
         "none", description="Load the LLM in 8 or 4 bits with bitsandbytes (CUDA only, optional dependency).")

@@ -42,6 +42,7 @@ class MGIEGuide(Guide):
         from .layout import diffusion_loader, load
 
         cfg = self.config
+        self._check_llm_options()
         if cfg.quantize != "none":
             if importlib.util.find_spec("bitsandbytes") is None:
                 raise GuideConfigError(self.name, "quantize", "needs bitsandbytes (pip install bitsandbytes)")
@@ -59,10 +60,37 @@ class MGIEGuide(Guide):
         with torch.inference_mode():
             self._null = self.edit_head.null(self.emb)  # edit_head(zeros, EMB), computed once
 
+    def _check_llm_options(self) -> None:
+        if self.config.compile_llm and self.config.llm_cache != "static":
+            raise GuideConfigError(self.name, "compile_llm", "needs llm_cache='static'")
+
+    random_sizes = ("test", "7b")
+
+    def load_random(self, backends, size: str) -> None:
+        """Random weights in MGIE's shapes ('7b': LLaVA-7B + ViT-L/14, 77 x 768 edit head, SD1.5 UNet), for
+        benchmarks: the LLM never writes [IMG] tokens, so it decodes max_new_tokens and uses the fallback."""
+        import torch
+
+        from editkit.backend.cache import resolve_device
+
+        from .random_arch import build
+
+        cfg = self.config
+        self._check_llm_options()
+        device = resolve_device(cfg.device)
+        parts = build(size, device, getattr(torch, cfg.dtype))
+        self.mllm, self.edit_head, self.emb = parts["mllm"], parts["edit_head"], parts["emb"]
+        self.backend = backends.get(f"random:mgie-{size}", device=cfg.device, dtype=cfg.dtype, key="mgie",
+                                    loader=lambda _src: parts["components"])
+        with torch.inference_mode():
+            self._null = self.edit_head.null(self.emb)
+
     # ------------------------------------------------------------------ stages
-    def generation_options(self) -> dict[str, int]:
+    def generation_options(self) -> dict[str, Any]:
         cfg, meta = self.config, self.mllm.meta
         return {
+            "cache": cfg.llm_cache,
+            "compile": cfg.compile_llm,
             "max_new_tokens": int(cfg.max_new_tokens or meta.get("max_new_tokens", 96)),
             "no_repeat_ngram_size": int(cfg.no_repeat_ngram_size if cfg.no_repeat_ngram_size is not None
                                         else meta.get("no_repeat_ngram_size", 3)),
@@ -110,7 +138,8 @@ class MGIEGuide(Guide):
         cond = self.conditioning(out.hidden)
         timings["edit_head"] = time.perf_counter() - t0
         timings["prepare"] = timings["llm"] + timings["edit_head"]
-        images = self.backend.generate(cond, request, hooks=self, timings=timings, **self.sampling_options())
+        images = self.backend.generate(cond, request, hooks=self, timings=timings, speed=self.speed_options(),
+                                       **self.sampling_options())
         n = self.mllm.n_img
         warnings = [
             f"mgie: sample {i}: the model generated no [IMG0] token within "

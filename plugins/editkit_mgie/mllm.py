@@ -88,8 +88,12 @@ class MLLM:
     # ------------------------------------------------------------------ generation
     @torch.inference_mode()
     def run(self, images: list, instructions: list[str], *, max_new_tokens: int,
-            no_repeat_ngram_size: int = 0) -> LLMOutput:
-        """Greedy decoding (``do_sample=False, num_beams=1``) with per-step hidden states."""
+            no_repeat_ngram_size: int = 0, cache: str = "dynamic", compile: bool = False) -> LLMOutput:
+        """Greedy decoding (``do_sample=False, num_beams=1``) with per-step hidden states.
+
+        ``cache="static"`` preallocates the KV cache (fixed shapes); ``compile`` then lets transformers
+        compile the decode step (GPU only). Tokens and hidden states are the same within float tolerance.
+        """
         from transformers import GenerationConfig, LogitsProcessorList
 
         inputs = self.batch(images, instructions)
@@ -100,6 +104,7 @@ class MLLM:
             no_repeat_ngram_size=no_repeat_ngram_size or None, eos_token_id=tok.eos_token_id,
             pad_token_id=self.pad_id, bos_token_id=tok.bos_token_id, output_hidden_states=True,
             return_dict_in_generate=True, use_cache=True,
+            cache_implementation="static" if cache == "static" else None, disable_compile=not compile,
         )
         out = self.model.generate(**inputs, generation_config=gen,
                                   logits_processor=LogitsProcessorList(self.logits_processors))

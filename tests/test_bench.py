@@ -1,0 +1,95 @@
+"""``editkit bench`` on the tiny random plumbing shapes, and editkit's ip2p against diffusers' own pipeline."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from editkit import api
+from editkit.bench.runner import BenchSpec, diffusers_pipeline, load_guide, run_bench, table
+from editkit.cli import main
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    yield
+    api.clear_cache()
+    api.backend_cache().clear()
+
+
+def test_bench_reports_medians_stages_memory_and_the_diffusers_ratio():
+    spec = BenchSpec(guide="ip2p", size="test", steps=2, batch_sizes=[1, 2], repeats=2, warmup=1, compare="diffusers")
+    result = run_bench(spec, log=lambda _line: None)
+    assert [r["batch"] for r in result["results"]] == [1, 2]
+    for row in result["results"]:
+        e, d = row["editkit"], row["diffusers"]
+        assert len(e["runs_s"]) == 2 and len(e["warmup_s"]) == 1 and e["median_s"] > 0
+        assert {"prepare", "encode", "denoise", "decode"} <= set(e["stages_median_s"])
+        assert e["stages_median_s"]["denoise"] <= e["median_s"]
+        assert row["ratio_to_diffusers"] == pytest.approx(e["median_s"] / d["median_s"], abs=1e-3)
+        assert e["peak_rss_gb"] > 0
+    assert result["environment"]["parameters"]["unet"] > 0
+    assert "| 2 |" in table(result)
+    assert result["guide_options"]["fuse_qkv"] and result["guide_options"]["channels_last"]
+
+
+def test_bench_mgie_random_decodes_exactly_the_requested_tokens():
+    spec = BenchSpec(guide="mgie", size="test", steps=2, new_tokens=7, repeats=1, warmup=0)
+    guide = load_guide(spec)
+    img = Image.fromarray(np.zeros((32, 32, 3), np.uint8))
+    out = guide.mllm.run([img, img], ["make it blue", "remove the red circle at the top left"],
+                         **guide.generation_options())
+    prompt = guide.mllm.batch([img, img], ["make it blue", "remove the red circle at the top left"])["input_ids"]
+    assert out.sequences.shape[1] - prompt.shape[1] == 7 and out.found == [False, False]
+    result = run_bench(spec, log=lambda _line: None)
+    stages = result["results"][0]["editkit"]["stages_median_s"]
+    assert {"llm", "edit_head", "denoise", "decode"} <= set(stages)
+    assert result["environment"]["parameters"]["llm"] > 0
+
+
+def test_ip2p_guide_equals_diffusers_pipeline_on_the_same_modules():
+    """Same UNet/VAE/text encoder, same start noise, DDIM: editkit's ip2p (fused sampler, batched branches)
+    reproduces StableDiffusionInstructPix2PixPipeline's latents."""
+    from editkit.backend.diffusion import _randn
+    from editkit.backend.speed import SpeedOptions, apply
+    from editkit.types import EditRequest
+
+    guide = load_guide(BenchSpec(guide="ip2p", size="test", steps=4, fast=False))
+    backend = guide.backend
+    rng = np.random.RandomState(0)
+    images = [Image.fromarray(rng.randint(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(2)]
+    prompts = ["make the red circle blue", "remove the star"]
+    request = EditRequest(images=images, instructions=prompts, seed=5)
+    cond = guide.prepare(request)
+    apply(backend, SpeedOptions())
+    pixels, _ = backend.images_to_tensor(images)
+    ours = backend.sample(cond, request.seeds(), height=32, width=32, source_latents=backend.encode(pixels, scaled=False),
+                          steps=4, scheduler="ddim", progress=False)
+    noise = _randn(ours.shape, [torch.Generator().manual_seed(s) for s in request.seeds()])
+    pipe = diffusers_pipeline(backend, "ddim")
+    theirs = pipe(prompt=prompts, image=images, num_inference_steps=4, guidance_scale=7.5, image_guidance_scale=1.5,
+                  latents=noise, output_type="latent").images
+    assert theirs.abs().max() > 0.1
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_bench_cli_writes_json_and_rejects_bad_input(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--guide", "ip2p", "--size", "test", "--steps", "1", "--repeats", "1", "--warmup", "0",
+                 "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["spec"]["steps"] == 1 and data["results"][0]["editkit"]["median_s"] > 0
+    assert "| batch |" in capsys.readouterr().out
+    for argv, message in [
+        (["--batch", "1,x"], "--batch expects integers"),
+        (["--size", "huge"], "bench: size"),
+        (["--batch", "0"], "batch sizes must be between 1 and 256"),
+        (["--guide", "tonal", "--size", "full"], "has no random-weight 'full' architecture"),
+        (["--json", str(tmp_path / "no" / "x.json")], "does not exist"),
+    ]:
+        assert main(["bench", "--steps", "1", "--repeats", "1", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("editkit: error:") and message in err and len(err.splitlines()) == 1
