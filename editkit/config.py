@@ -53,6 +53,18 @@ class DiffusionGuideConfig(SpeedOptions, GuideConfig):
         return SpeedOptions(**{k: getattr(self, k) for k in SpeedOptions.model_fields})
 
 
+class DualGuidanceConfig(EditkitModel):
+    """InstructPix2Pix-style dual classifier-free guidance scales; None takes the weights' recommendation
+    (:meth:`editkit.guide.Guide.guidance_scale`)."""
+
+    text_scale: float | None = Field(
+        None, ge=0.0, le=50.0, description="Text guidance scale s_T; None: the weights' recommendation "
+        "(editkit_sampling.json, or 'sampling' in mgie_config.json), else the reference 7.5.")
+    image_scale: float | None = Field(
+        None, ge=0.0, le=50.0, description="Image guidance scale s_I (8-channel InstructPix2Pix UNets); None: the "
+        "weights' recommendation, else the reference 1.5.")
+
+
 def validate_config(guide_name: str, config_cls: type[EditkitModel], options: dict[str, Any]) -> EditkitModel:
     """Validate ``options`` into ``config_cls``; errors become :class:`GuideConfigError` naming the option."""
     try:

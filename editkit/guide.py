@@ -119,6 +119,14 @@ class Guide(abc.ABC):
         get = getattr(self.config, "speed_options", None)
         return get() if callable(get) else None
 
+    def guidance_scale(self, name: str, reference: float) -> float:
+        """The config's guidance scale ``name``, or when it is None the weights' recommendation
+        (``editkit_sampling.json``), else the method's ``reference`` value."""
+        value = getattr(self.config, name, None)
+        if value is not None:
+            return float(value)
+        return float(self.backend.recommended(name, reference)) if self.backend is not None else reference
+
     def sampling_options(self) -> dict[str, Any]:
         """Backend sampling options taken from the config (steps, scheduler); guides may override."""
         cfg = self.config

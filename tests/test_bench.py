@@ -93,3 +93,24 @@ def test_bench_cli_writes_json_and_rejects_bad_input(tmp_path, capsys):
         assert main(["bench", "--steps", "1", "--repeats", "1", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("editkit: error:") and message in err and len(err.splitlines()) == 1
+
+
+def test_full_size_architectures_have_the_released_parameter_counts():
+    """Built on the meta device (no memory): the shapes bench --size full times are the released ones."""
+    from editkit_mgie.random_arch import build
+
+    from editkit.backend.architectures import parameter_count, random_components
+
+    comps = random_components("sd15", in_channels=8, device="meta")
+    # SD1.5 UNet 859,520,964 + 4 extra input channels x 320 x 3 x 3; SD VAE; CLIP ViT-L/14 text
+    assert parameter_count(comps.unet) == 859_532_484
+    assert parameter_count(comps.vae) == 83_653_863
+    assert parameter_count(comps.text_encoder) == 123_060_480
+    parts = build("7b", "meta", torch.float16)
+    model = parts["mllm"].model
+    # LLaMA-7B blocks + 32011-row embeddings (32000 + 3 LLaVA + 8 [IMG]); CLIP ViT-L/14 vision tower
+    assert parameter_count(model.model.language_model) == 6_607_388_672
+    assert parameter_count(model.model.vision_tower) == 303_179_776
+    assert model.get_input_embeddings().weight.shape == (32011, 4096) and parts["mllm"].image_seq_length == 256
+    head = parts["edit_head"].config
+    assert (head.llm_dim, head.hidden, head.num_queries, head.out_dim) == (4096, 512, 77, 768)

@@ -60,3 +60,23 @@ def test_unreachable_hub_id_is_a_one_line_error(monkeypatch):
     with pytest.raises(GuideLoadError, match="cannot load unet from 'nobody/not-a-model'") as info:
         guide.load(BackendCache())
     assert "\n" not in str(info.value)
+
+
+def test_unset_guidance_scales_follow_the_weights_recommendation(tmp_path):
+    import json
+
+    from editkit.backend.components import SAMPLING_FILE
+
+    plain = save_components(tiny_components(0), tmp_path / "plain")
+    tuned = save_components(tiny_components(0), tmp_path / "tuned")
+    (tuned / SAMPLING_FILE).write_text(json.dumps({"text_scale": 1.0, "image_scale": 1.25, "_note": "measured"}))
+    req = EditRequest(images=[contract_image((32, 32))], instructions=["make it red"], seed=0)
+    cases = [(plain, {}, (7.5, 1.5)), (tuned, {}, (1.0, 1.25)), (tuned, {"text_scale": 3.0}, (3.0, 1.25))]
+    for folder, options, expected in cases:
+        guide = InstructPix2PixGuide(model=str(folder), steps=2, progress=False, **options)
+        guide.load(BackendCache())
+        cond = guide.prepare(req)
+        assert (cond.text_scale, cond.image_scale) == expected
+    (tuned / SAMPLING_FILE).write_text("{not json")
+    with pytest.raises(GuideLoadError, match="cannot read .*editkit_sampling.json"):
+        InstructPix2PixGuide(model=str(tuned)).load(BackendCache())

@@ -18,6 +18,10 @@ EDITWORLD_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "editwor
 
 BUILTIN_SOURCES = {"editworld": EDITWORLD_WEIGHTS}
 
+#: Optional file of a weights folder: the sampling settings its trainers measured as best (e.g. guidance
+#: scales), used by guides whose corresponding option is left unset (None).
+SAMPLING_FILE = "editkit_sampling.json"
+
 
 def resolve_source(source: str | Path) -> str:
     """Map a built-in name to its folder; keep local paths and hub ids as they are."""
@@ -70,7 +74,20 @@ def load_components(source: str | Path, *, text: bool = True, unet_subfolder: st
 
         text_encoder = _load(CLIPTextModel, src, "text_encoder", use_safetensors=True)
         tokenizer = _load(AutoTokenizer, src, "tokenizer")
-    return Components(unet=unet, vae=vae, scheduler_config=scheduler_config, text_encoder=text_encoder, tokenizer=tokenizer)
+    return Components(unet=unet, vae=vae, scheduler_config=scheduler_config, text_encoder=text_encoder,
+                      tokenizer=tokenizer, extra={"sampling": sampling_defaults(src)})
+
+
+def sampling_defaults(src: str | Path) -> dict[str, Any]:
+    """The folder's recommended sampling settings (``editkit_sampling.json``), or {} (hub ids, older folders)."""
+    path = Path(src) / SAMPLING_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise GuideLoadError(f"cannot read {path}: {exc}") from None
+    return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
 def _scheduler_config(src: str) -> dict[str, Any]:

@@ -42,6 +42,10 @@ class LatentDiffusionBackend:
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.scaling_factor = float(self.vae.config.scaling_factor)
 
+    def recommended(self, name: str, default: Any) -> Any:
+        """A sampling setting recommended by the weights folder (``editkit_sampling.json``), else ``default``."""
+        return self.extra.get("sampling", {}).get(name, default)
+
     @property
     def unet_forward(self):
         """The UNet the sampling loop calls: the compiled one when compilation is on."""

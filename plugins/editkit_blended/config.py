@@ -5,10 +5,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from editkit.config import DiffusionGuideConfig
+from editkit.config import DiffusionGuideConfig, DualGuidanceConfig
 
 
-class BlendedConfig(DiffusionGuideConfig):
+class BlendedConfig(DualGuidanceConfig, DiffusionGuideConfig):
     model: str = Field(
         "editworld", min_length=1,
         description="Diffusion weights: 'editworld' (committed tiny weights, an 8-channel InstructPix2Pix UNet "
@@ -27,9 +27,6 @@ class BlendedConfig(DiffusionGuideConfig):
                        "DDIM 50 at full size).")
     skip: float = Field(0.25, ge=0.0, lt=1.0, description="Fraction of the schedule skipped: sampling starts from the "
                         "source noised to that level (Blended Latent Diffusion: 0.25).")
-    text_scale: float = Field(7.5, ge=0.0, le=50.0, description="Classifier-free text guidance scale.")
-    image_scale: float = Field(1.5, ge=0.0, le=50.0, description="Image guidance scale (8-channel "
-                               "InstructPix2Pix UNets only).")
     scheduler: Literal["ddim", "ddpm"] = Field("ddim", description="Sampler (CLIP guidance needs DDIM or DDPM).")
     candidates: int = Field(4, ge=1, le=64, description="Samples per image, generated in one batch and ranked "
                             "best first.")

@@ -10,12 +10,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from editkit.config import DiffusionGuideConfig
+from editkit.config import DiffusionGuideConfig, DualGuidanceConfig
 from editkit.guide import Guide
 from editkit.types import Conditioning, EditRequest
 
 
-class InstructPix2PixConfig(DiffusionGuideConfig):
+class InstructPix2PixConfig(DualGuidanceConfig, DiffusionGuideConfig):
     model: str = Field(
         "editworld",
         description="Weights: 'editworld' (committed tiny EditWorld weights), a local diffusers-layout "
@@ -23,8 +23,6 @@ class InstructPix2PixConfig(DiffusionGuideConfig):
         min_length=1,
     )
     steps: int = Field(20, ge=1, le=1000, description="Sampling steps (the reference uses 100 at full size).")
-    text_scale: float = Field(7.5, ge=0.0, le=50.0, description="Text guidance scale s_T.")
-    image_scale: float = Field(1.5, ge=0.0, le=50.0, description="Image guidance scale s_I.")
     scheduler: Literal["auto", "ddim", "ddpm", "euler_ancestral"] = Field(
         "auto", description="Sampler; 'auto' uses the checkpoint's scheduler as diffusers' pipeline does "
         "(Euler ancestral for timbrooks/instruct-pix2pix, DDIM for the EditWorld weights).",
@@ -70,6 +68,6 @@ class InstructPix2PixGuide(Guide):
             cond=backend.encode_text(request.instructions),
             null=self._null,
             mode="ip2p",
-            text_scale=cfg.text_scale,
-            image_scale=cfg.image_scale,
+            text_scale=self.guidance_scale("text_scale", 7.5),
+            image_scale=self.guidance_scale("image_scale", 1.5),
         )

@@ -5,10 +5,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from editkit.config import DiffusionGuideConfig
+from editkit.config import DiffusionGuideConfig, DualGuidanceConfig
 
 
-class MGIEConfig(DiffusionGuideConfig):
+class MGIEConfig(DualGuidanceConfig, DiffusionGuideConfig):
     model: str = Field(
         "editworld", min_length=1,
         description="Weights: 'editworld' (committed tiny EditWorld MGIE), a folder in the editkit MGIE layout "
@@ -16,8 +16,6 @@ class MGIEConfig(DiffusionGuideConfig):
         "folder with LLaVA-7B-v1/ and mgie_7b/ (converted in memory).",
     )
     steps: int = Field(20, ge=1, le=1000, description="Sampling steps (the reference pipeline uses 100).")
-    text_scale: float = Field(7.5, ge=0.0, le=50.0, description="Text guidance scale s_T (alpha_X; reference 7.5).")
-    image_scale: float = Field(1.5, ge=0.0, le=50.0, description="Image guidance scale s_I (alpha_V; reference 1.5).")
     scheduler: Literal["ddim", "ddpm", "euler_ancestral"] = Field(
         "euler_ancestral", description="Sampler (the InstructPix2Pix pipeline the reference uses is Euler ancestral).")
     max_new_tokens: int | None = Field(

@@ -105,9 +105,18 @@ class MGIEGuide(Guide):
 
         with torch.inference_mode():
             cond = self.edit_head(hidden.to(self.emb.dtype), self.emb)
-        cfg = self.config
-        return Conditioning(cond=cond, null=self._null, mode="ip2p", text_scale=cfg.text_scale,
-                            image_scale=cfg.image_scale)
+        return Conditioning(cond=cond, null=self._null, mode="ip2p", text_scale=self.guidance_scale("text_scale", 7.5),
+                            image_scale=self.guidance_scale("image_scale", 1.5))
+
+    def guidance_scale(self, name: str, reference: float) -> float:
+        """The option, else the MGIE checkpoint's recommendation (``sampling`` in mgie_config.json), else the
+        reference value."""
+        value = getattr(self.config, name)
+        if value is not None:
+            return float(value)
+        weights = getattr(self, "weights", None)
+        sampling = (getattr(weights, "config", None) or {}).get("sampling", {})
+        return float(sampling.get(name, reference))
 
     def prepare(self, request: EditRequest) -> Conditioning:
         return self.conditioning(self.run_llm(request).hidden)
