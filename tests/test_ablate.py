@@ -204,7 +204,7 @@ def test_example_spec_expands_and_runs_tiny(tmp_path, monkeypatch):
     names = {v.name: v for v in expand(spec, available=["ip2p"])}
     assert names["mgie"].status == "skipped" and names["blended"].note == "guide 'blended' is not installed"
     assert names["any2pix"].status == "skipped"
-    assert names["ip2p text_scale=7.5 image_scale=1.5"].status == "duplicate"
+    assert names["ip2p text_scale=1.0 image_scale=1.5"].status == "duplicate"
     assert [v.config["image_scale"] for v in names.values() if v.guide == "ip2p" and v.status == "pending"] == \
         [1.5, 1.0, 1.25, 1.75, 2.0]
 

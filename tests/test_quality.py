@@ -21,7 +21,8 @@ pytestmark = pytest.mark.skipif(not (EDITWORLD_WEIGHTS / "unet").is_dir(), reaso
 README_EXAMPLE = "examples/red_circle.png"
 # Floors set a little below what the committed weights measure (docs/training.md), so a regression fails.
 VAE_PSNR_FLOOR = 34.0          # measured 34.7 dB mean on 64 test images
-PSNR_FLOOR = 19.0              # measured 20.4 dB mean over 200 explicit test edits
+PSNR_FLOOR = 23.0              # measured 24.8 dB mean over 200 explicit test edits (default guidance 1.0 / 1.5)
+SUCCESS_FLOOR = 0.15           # measured 31.0% edit success over 200 explicit test edits
 MGIE_EXPLICIT_FLOOR = 0.8      # expressive exact match on explicit edits: see docs/guides/mgie.md
 
 
@@ -34,6 +35,8 @@ def _mean_colour(img: Image.Image, box) -> np.ndarray:
     return np.asarray(img.crop(box), dtype=float).reshape(-1, 3).mean(0)
 
 
+@pytest.mark.xfail(strict=True, reason="known defect (issue #3): the committed run-2 UNet recolours the README circle "
+                   "green, mean (86, 179, 92), not blue (recolour edit success 8%); strict: passes again -> remove")
 def test_readme_command_really_turns_the_red_circle_blue(ip2p):
     src = Image.open(README_EXAMPLE).convert("RGB")
     out = ip2p.edit(EditRequest(images=[src], instructions=["make the red circle blue"], seed=0)).images[0]
@@ -61,7 +64,14 @@ def test_explicit_edits_stay_close_to_the_target(ip2p):
                                    instructions=[s.instruction for s in samples], seed=0))
     values = [psnr(np.asarray(o), s.target) for o, s in zip(result.images, samples)]
     assert np.mean(values) >= PSNR_FLOOR, np.mean(values)
-    assert all(0 <= edit_success(np.asarray(o), s) <= 1 for o, s in zip(result.images, samples))
+    success = [edit_success(np.asarray(o), s) for o, s in zip(result.images, samples)]
+    assert np.mean(success) >= SUCCESS_FLOOR, np.mean(success)
+
+
+def test_the_committed_weights_recommend_their_measured_guidance(ip2p):
+    backend = ip2p.backend
+    assert (ip2p.guidance_scale("text_scale", 7.5), ip2p.guidance_scale("image_scale", 1.5)) == (1.0, 1.5)
+    assert backend.recommended("text_scale", None) == 1.0
 
 
 def test_committed_clip_knows_what_an_edit_region_holds():
