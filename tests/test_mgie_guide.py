@@ -200,3 +200,21 @@ def test_load_errors_are_clear(tmp_path, weights):
     except ImportError:
         with pytest.raises(GuideConfigError, match="option 'quantize'.*bitsandbytes"):
             MGIEGuide(model=str(weights), quantize="4bit").load(BackendCache())
+
+
+def test_unset_guidance_takes_the_checkpoints_sampling_section(weights, tmp_path):
+    import json
+    import shutil
+
+    tuned = tmp_path / "tuned"
+    shutil.copytree(weights, tuned)
+    config = json.loads((tuned / "mgie_config.json").read_text())
+    (tuned / "mgie_config.json").write_text(json.dumps({**config, "sampling": {"text_scale": 1.0, "image_scale": 1.25}}))
+    hidden = torch.zeros(1, 8, 32)
+    backends = BackendCache()
+    for folder, options, expected in [(weights, {}, (7.5, 1.5)), (tuned, {}, (1.0, 1.25)),
+                                      (tuned, {"image_scale": 2.0}, (1.0, 2.0))]:
+        g = MGIEGuide(model=str(folder), steps=2, progress=False, **options)
+        g.load(backends)  # one cache for all three: each folder keeps its own recommendation
+        cond = g.conditioning(hidden)
+        assert (cond.text_scale, cond.image_scale) == expected

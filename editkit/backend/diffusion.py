@@ -306,7 +306,6 @@ class _Denoiser:
     def __init__(self, unet, cond: Conditioning, source_latents, batch: int, device, dtype, *,
                  preallocate: tuple[int, ...] | None = None, channels_last: bool = False):
         self.unet = unet
-        self.batch = batch
         self.mode = cond.mode
         self.text_scale = cond.text_scale
         self.image_scale = cond.image_scale
@@ -318,7 +317,7 @@ class _Denoiser:
             img = source_latents
             self.branches = 3
             self.context = torch.cat([c, n, n])
-            self.image_cond = torch.cat([img.to(dtype), img.to(dtype), torch.zeros_like(img, dtype=dtype)])
+            self.image_cond = torch.cat([img, img, torch.zeros_like(img)])
         else:
             self.image_cond = None
             if n is not None and self.text_scale != 1.0:

@@ -24,6 +24,7 @@ from ..config import SpeedOptions
 
 __all__ = ["SpeedOptions", "FusedDDIM", "apply"]
 
+
 def apply(backend: Any, options: SpeedOptions) -> None:
     """Bring the backend's shared models to ``options`` (idempotent)."""
     import torch

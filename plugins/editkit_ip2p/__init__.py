@@ -63,7 +63,6 @@ class InstructPix2PixGuide(Guide):
         backend = self.backend
         if self._null is None:
             self._null = backend.encode_text([""])
-        cfg = self.config
         return Conditioning(
             cond=backend.encode_text(request.instructions),
             null=self._null,

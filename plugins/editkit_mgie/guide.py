@@ -3,6 +3,7 @@ states, through the edit head, condition an InstructPix2Pix UNet (Fu et al., ICL
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
 from typing import Any
 
@@ -53,10 +54,12 @@ class MGIEGuide(Guide):
         parts = load(cfg.model, device=device, dtype=dtype, quantize=cfg.quantize,
                      vision_tower=cfg.vision_tower, pipeline=cfg.pipeline)
         self.mllm, self.edit_head, self.emb, self.weights = parts.mllm, parts.edit_head, parts.emb, parts
-        # One backend per (shell, UNet weights): a second mgie guide with other options shares it, and the
-        # shell's own UNet and text encoder are never loaded.
+        # One backend per (shell, UNet weights, recommended guidance): a second mgie guide with other options
+        # shares it, and the shell's own UNet and text encoder are never loaded.
+        sampling = (parts.config or {}).get("sampling", {})
         self.backend = backends.get(parts.pipeline, device=cfg.device, dtype=cfg.dtype,
-                                    loader=diffusion_loader(parts.unet), key=f"mgie:{parts.unet}")
+                                    loader=diffusion_loader(parts.unet, sampling),
+                                    key=f"mgie:{parts.unet}:{json.dumps(sampling, sort_keys=True)}")
         with torch.inference_mode():
             self._null = self.edit_head.null(self.emb)  # edit_head(zeros, EMB), computed once
 
@@ -107,16 +110,6 @@ class MGIEGuide(Guide):
             cond = self.edit_head(hidden.to(self.emb.dtype), self.emb)
         return Conditioning(cond=cond, null=self._null, mode="ip2p", text_scale=self.guidance_scale("text_scale", 7.5),
                             image_scale=self.guidance_scale("image_scale", 1.5))
-
-    def guidance_scale(self, name: str, reference: float) -> float:
-        """The option, else the MGIE checkpoint's recommendation (``sampling`` in mgie_config.json), else the
-        reference value."""
-        value = getattr(self.config, name)
-        if value is not None:
-            return float(value)
-        weights = getattr(self, "weights", None)
-        sampling = (getattr(weights, "config", None) or {}).get("sampling", {})
-        return float(sampling.get(name, reference))
 
     def prepare(self, request: EditRequest) -> Conditioning:
         return self.conditioning(self.run_llm(request).hidden)

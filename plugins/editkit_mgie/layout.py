@@ -171,10 +171,11 @@ def _load_editkit(path: Path, device: str, dtype: torch.dtype, quantize: str) ->
                   pipeline=pipeline, unet=unet, config=config)
 
 
-def diffusion_loader(unet: str):
+def diffusion_loader(unet: str, sampling: dict[str, Any] | None = None):
     """A ``BackendCache`` loader: VAE + scheduler (+ UNet config) from the shell, UNet weights from ``unet``
     (a diffusers folder, or a state-dict file swapped into the shell's UNet: the official ``unet.pt``).
-    The shell's UNet weights are never read and its text encoder is never loaded."""
+    The shell's UNet weights are never read and its text encoder is never loaded. ``sampling`` (the
+    checkpoint's recommended guidance, ``sampling`` in mgie_config.json) becomes the backend's recommendation."""
     def load_fn(src: str):
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -200,6 +201,7 @@ def diffusion_loader(unet: str):
                 raise GuideLoadError(f"guide 'mgie': '{upath}' does not fit the UNet of '{src}' "
                                      f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         vae = _load(AutoencoderKL, src, "vae", use_safetensors=None)  # the hub shell may only have .bin
-        return Components(unet=unet_model, vae=vae, scheduler_config=_scheduler_config(src))
+        return Components(unet=unet_model, vae=vae, scheduler_config=_scheduler_config(src),
+                          extra={"sampling": dict(sampling or {})})
 
     return load_fn

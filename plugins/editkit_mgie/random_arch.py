@@ -9,7 +9,6 @@ from typing import Any
 import torch
 
 from .edit_head import EditHead, EditHeadConfig
-from .prompt import NUM_IMG_TOKENS
 
 SIZES = ("test", "7b")
 #: The vocabulary of the released MGIE: LLaMA's 32000 + 3 LLaVA tokens + 8 [IMG].
