@@ -121,3 +121,94 @@ def test_info_nce_treats_equal_labels_as_positives():
     got = float(info_nce(a, a, tokens, 100.0))
     assert abs(got - 2 * np.log(2) / 3) < 1e-4
     assert abs(float(info_nce(a, a, torch.tensor([0, 0, 1]), 100.0)) - got) < 1e-6  # ids and token rows agree
+
+
+def test_type_weights_split_the_pool_exactly_and_reject_unknown_types(tmp_path):
+    from collections import Counter
+
+    import pytest
+
+    from editkit.config import validate_config
+    from editkit.errors import GuideConfigError
+    from editkit.training.ip2p import training_pool
+
+    recipe = IP2PRecipe(out=tmp_path, pool=31, type_weights={"recolour": 3, "add": 3, "brightness": 0})
+    counts = Counter(s.edit_type for s in training_pool(recipe))
+    # 9 explicit types, weights 3+3+0+6x1 = 12 -> 7.75 recolour/add, 2.58 others, largest remainders round up
+    assert sum(counts.values()) == 31 and "brightness" not in counts
+    assert counts["recolour"] == counts["add"] == 8 and all(counts[t] in (2, 3) for t in counts if t not in
+                                                            ("recolour", "add"))
+    # uniform when unset: every type drawn, same stream as the generator
+    uniform = training_pool(IP2PRecipe(out=tmp_path, pool=12))
+    from editkit import editworld
+
+    assert [s.id for s in uniform] == [s.id for s in editworld.generate("train", 12, seed=0, types="explicit")]
+    with pytest.raises(GuideConfigError, match="outside types 'explicit': superlative"):
+        validate_config("train ip2p", IP2PRecipe, {"out": str(tmp_path), "type_weights": {"superlative": 2}})
+    with pytest.raises(GuideConfigError, match="unknown EditWorld edit type 'colour'"):
+        validate_config("train ip2p", IP2PRecipe, {"out": str(tmp_path), "type_weights": {"colour": 2}})
+
+
+def test_train_accepts_no_progress_among_the_recipe_options(monkeypatch, tmp_path):
+    import editkit.training.clip as clip_module
+    from editkit.cli import main
+
+    seen = {}
+
+    def fake_train(recipe, progress=True):
+        seen.update(steps=recipe.steps, progress=progress)
+        return {}
+
+    monkeypatch.setattr(clip_module, "train_clip", fake_train)
+    assert main(["train", "clip", "--steps", "2", "--no-progress", "--out", str(tmp_path)]) == 0
+    assert seen == {"steps": 2, "progress": False}
+
+
+def test_any2pix_recipe_trains_weights_the_guide_loads_and_runs(tmp_path):
+    import pytest
+
+    from editkit.errors import GuideLoadError
+    from editkit_any2pix.encoders import import_imagebind
+
+    try:
+        import_imagebind()
+    except GuideLoadError:
+        pytest.skip("optional extra not installed (imagebind-unofficial)")
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    from editkit import editworld
+    from editkit.backend.tiny import save_components, tiny_components
+    from editkit.training.any2pix import Any2PixRecipe, four_channel_unet, train_any2pix
+    from editkit.training.imagebind import ImageBindRecipe, train_imagebind
+    from editkit_any2pix import Any2PixGuide
+
+    ip2p = save_components(tiny_components(0), tmp_path / "ip2p")
+    train_imagebind(ImageBindRecipe(out=tmp_path / "ib", steps=1, batch_size=4, scenes=4, variants=1, dim=16),
+                    progress=False)
+    out = tmp_path / "a2p"
+    res = train_any2pix(Any2PixRecipe(out=out, imagebind=tmp_path / "ib", ip2p=ip2p, pool=6, diffusion_steps=2,
+                                      diffusion_batch_size=2, llm_steps=2, llm_batch_size=2, llm_width=32,
+                                      llm_layers=1, prior_steps=2), progress=False)
+    assert res["pool"] == 6 and -1.0 <= res["train_gen_cosine"] <= 1.0
+    # the UNet is the 4-channel copy of the ip2p UNet (its noisy-latent input channels), then trained
+    unet = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
+    assert unet["conv_in.weight"].shape[1] == 4
+    start = four_channel_unet(tiny_components(0).unet).state_dict()
+    assert set(unet) == set(start) and any((unet[k] - start[k]).abs().max() > 0 for k in unet)
+    adapter = load_file(out / "ip_adapter.safetensors")
+    assert adapter["image_proj.proj.weight"].shape[1] == 16 and any(k.endswith("to_k_ip.weight") for k in adapter)
+
+    sample = editworld.generate("test", 1, seed=0, types="add_audio")[0]
+    guide = Any2PixGuide(model=str(out), steps=2, temperature=0.0, max_new_tokens=8, progress=False)
+    guide.load(BackendCache())
+    from editkit.errors import GuideError
+
+    request = EditRequest(images=[Image.fromarray(sample.source)], instructions=[sample.instruction],
+                          inputs={"audio1": sample.inputs["audio1"]})
+    try:
+        result = guide.edit(request)
+    except GuideError as exc:  # two steps of training need not have learned the grammar yet
+        assert "<im_gen>" in str(exc) or "<video>" in str(exc)
+    else:
+        assert result.images[0].size == (64, 64) and result.extras["base_index"] == [0]

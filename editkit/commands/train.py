@@ -53,7 +53,10 @@ def run(args) -> int:
     if any(tok in ("-h", "--help") for tok in args.options):
         print(_recipe_help(args.recipe, getattr(mod, model_name)))
         return 0
-    recipe = validate_config(f"train {args.recipe}", getattr(mod, model_name), _parse_options(args.options, args.recipe))
-    results = getattr(mod, fn_name)(recipe, progress=not args.no_progress)
+    # argparse hands everything after the recipe name to REMAINDER, so the flag may sit among the options too
+    hide_progress = args.no_progress or "--no-progress" in args.options
+    options = [tok for tok in args.options if tok != "--no-progress"]
+    recipe = validate_config(f"train {args.recipe}", getattr(mod, model_name), _parse_options(options, args.recipe))
+    results = getattr(mod, fn_name)(recipe, progress=not hide_progress)
     print(json.dumps(results, indent=2))
     return 0

@@ -11,4 +11,5 @@ RECIPES = {
     "mgie": ("editkit.training.mgie", "MGIERecipe", "train_mgie"),
     "clip": ("editkit.training.clip", "ClipRecipe", "train_clip"),
     "imagebind": ("editkit.training.imagebind", "ImageBindRecipe", "train_imagebind"),
+    "any2pix": ("editkit.training.any2pix", "Any2PixRecipe", "train_any2pix"),
 }

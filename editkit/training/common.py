@@ -93,6 +93,19 @@ def write_recipe(folder: Path, name: str, config: dict[str, Any], seconds: float
     (Path(folder) / f"recipe_{name}.json").write_text(json.dumps(record, indent=2, default=str))
 
 
+def group_samples(split: str, count: int, seed: int, types: str, size: int) -> list:
+    """``count`` EditWorld samples split equally among comma-separated families/types ("explicit,referring")."""
+    from .. import editworld
+
+    groups = [t.strip() for t in types.split(",") if t.strip()]
+    out = []
+    for k, group in enumerate(groups):
+        share = count // len(groups) + (1 if k < count % len(groups) else 0)
+        if share:
+            out += editworld.generate(split, share, seed=seed, types=group, size=size)
+    return out
+
+
 def plugin_module(guide: str, module: str):
     """A module of the plugin package that provides ``guide``, reached through its entry point (editkit never
     imports a guide plugin by name)."""

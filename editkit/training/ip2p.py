@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
 from ..config import EditkitModel
@@ -30,6 +30,10 @@ class IP2PRecipe(EditkitModel):
     lr: float = Field(5e-4, gt=0, le=1.0, description="Peak learning rate (cosine schedule).")
     pool: int = Field(30000, ge=8, le=10_000_000, description="EditWorld training samples held in memory.")
     types: str = Field("explicit", description="EditWorld instruction families to train on.")
+    type_weights: dict[str, float] | None = Field(
+        None, description="Share of the pool per edit type, e.g. '{\"recolour\": 3, \"add\": 3}' (types not named "
+        "weigh 1); the pool is built type by type so the hard edits get more distinct samples. Default: uniform.",
+    )
     dropout: float = Field(0.05, ge=0, le=0.3, description="Conditioning dropout probability per pattern.")
     min_snr_gamma: float = Field(5.0, gt=0, le=1000, description="Min-SNR loss weighting gamma.")
     snr_floor: float = Field(0.05, gt=0, le=10, description="Lower bound of the SNR in the loss weight.")
@@ -60,6 +64,50 @@ class IP2PRecipe(EditkitModel):
     compile: bool = Field(False, description="torch.compile the UNet (about 2.5 min of warm-up on CPU, ~20% faster steps).")
     save_every: int = Field(1000, ge=1, le=10_000_000, description="Save the EMA weights every N steps.")
 
+    @field_validator("type_weights")
+    @classmethod
+    def _known_types(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        from ..editworld import EDIT_TYPES
+
+        for name, weight in (value or {}).items():
+            if name not in EDIT_TYPES:
+                raise ValueError(f"unknown EditWorld edit type {name!r}; use one of: {', '.join(EDIT_TYPES)}")
+            if not weight >= 0:
+                raise ValueError(f"weight of {name!r} must be >= 0, got {weight}")
+        return value
+
+    @model_validator(mode="after")
+    def _weights_within_types(self) -> "IP2PRecipe":
+        from ..editworld.generator import resolve_types
+
+        if self.type_weights:
+            extra = set(self.type_weights) - set(resolve_types(self.types))
+            if extra:
+                raise ValueError(f"type_weights names edit types outside types {self.types!r}: {', '.join(sorted(extra))}")
+            if sum(self.type_weights.get(t, 1.0) for t in resolve_types(self.types)) <= 0:
+                raise ValueError("type_weights gives every edit type weight 0")
+        return self
+
+
+def training_pool(recipe: IP2PRecipe) -> list:
+    """The in-memory EditWorld training samples: ``recipe.pool`` of ``recipe.types``, uniform over the edit
+    types, or split among them by ``recipe.type_weights`` (largest-remainder rounding, so the total is exact)."""
+    from .. import editworld
+    from ..editworld.generator import resolve_types
+
+    if not recipe.type_weights:
+        return editworld.generate("train", recipe.pool, seed=recipe.seed, types=recipe.types, size=recipe.image_size)
+    types = resolve_types(recipe.types)
+    weights = np.array([recipe.type_weights.get(t, 1.0) for t in types], dtype=float)
+    share = weights / weights.sum() * recipe.pool
+    counts = np.floor(share).astype(int)
+    for i in np.argsort(-(share - counts))[: recipe.pool - counts.sum()]:
+        counts[i] += 1
+    samples = []
+    for t, n in zip(types, counts):
+        samples += editworld.generate("train", int(n), seed=recipe.seed, types=t, size=recipe.image_size)
+    return samples
+
 
 @torch.no_grad()
 def encode_pool(vae, arrays, batch: int = 256) -> torch.Tensor:
@@ -82,7 +130,7 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
     vae = AutoencoderKL.from_pretrained(recipe.out / "vae").eval().requires_grad_(False)
     scale = float(vae.config.scaling_factor)
 
-    samples = editworld.generate("train", recipe.pool, seed=recipe.seed, types=recipe.types, size=recipe.image_size)
+    samples = training_pool(recipe)
     src = encode_pool(vae, [s.source for s in samples])
     tgt = encode_pool(vae, [s.target for s in samples]) * scale
     # Edit-mask coverage at latent resolution, for --mask-weight.

@@ -33,7 +33,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from ..config import EditkitModel
-from .common import RunLog, cosine_lr, plugin_module, set_threads, write_recipe
+from .common import RunLog, cosine_lr, group_samples, plugin_module, set_threads, write_recipe
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -128,18 +128,6 @@ def img_states(hidden: torch.Tensor, pos: torch.Tensor, n: int) -> torch.Tensor:
     """``hidden[b, pos_b : pos_b + n]`` for every b: the states that predict [IMG0]..[IMG(n-1)]."""
     index = pos[:, None] + torch.arange(n, device=pos.device)[None]
     return hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
-
-
-def _samples(split: str, count: int, seed: int, types: str, size: int):
-    from .. import editworld
-
-    groups = [t.strip() for t in types.split(",") if t.strip()]
-    out = []
-    for k, group in enumerate(groups):
-        share = count // len(groups) + (1 if k < count % len(groups) else 0)
-        if share:
-            out += editworld.generate(split, share, seed=seed, types=group, size=size)
-    return out
 
 
 @torch.no_grad()
@@ -262,8 +250,8 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
                     emb=model.get_input_embeddings().weight[-n_img:], meta=meta,
                     components=Components(unet=unet, vae=vae, scheduler_config=sched_cfg), note=note)
 
-    samples = _samples("train", recipe.pool, recipe.seed, recipe.types, recipe.image_size)
-    val = _samples("val", recipe.eval_count, recipe.seed, recipe.types, recipe.image_size)
+    samples = group_samples("train", recipe.pool, recipe.seed, recipe.types, recipe.image_size)
+    val = group_samples("val", recipe.eval_count, recipe.seed, recipe.types, recipe.image_size)
     pool = Pool(samples, mllm, vae, scale, n_img)
     log.write(pool=len(pool), llm_params=sum(p.numel() for p in model.parameters()),
               head_params=sum(p.numel() for p in head.parameters()), image_tokens=mllm.image_seq_length)

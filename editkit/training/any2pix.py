@@ -1,0 +1,375 @@
+"""Recipe ``any2pix``: tiny InstructAny2Pix weights on EditWorld (IP-Adapter UNet, LLM + projectors, prior).
+
+The reference trains its parts separately on pretrained models (ImageBind-H, Vicuna-7B, an SDXL IP-Adapter
+aligned to ImageBind space, a GPT-2-sized prior); here every part is small and trained on EditWorld, on
+top of the frozen tiny ImageBind of the ``imagebind`` recipe (``--imagebind``), in three phases:
+
+1. **Diffusion**: a 4-channel text-to-image UNet, initialised from the ip2p UNet (its first four input
+   channels; the source-image channels are dropped), plus an IP-Adapter (4 image tokens, decoupled
+   cross-attention through diffusers' own processors) learn to draw an EditWorld image from its caption and
+   its ImageBind embedding at the reference norm (v-prediction, like the ip2p recipe). Conditioning
+   dropout: the caption -> the empty prompt, the embedding -> zeros (the adapter's null is ``proj(0)``).
+   VAE, text encoder and tokenizer are the ip2p folder's, frozen.
+2. **LLM + projectors**: a tiny LLaMA learns the answer grammar ``<base> [target caption] <im_gen> <video>``
+   for the prompt of the guide (the source image first, then every ``[imageK]``/``[audioK]`` as ``<video>``
+   with the projected ImageBind feature *added* to its token embedding, as the reference). Loss =
+   cross-entropy on the answer + L1 between the output projector's [base]/[gen] read-outs and the ImageBind
+   embeddings of the source and target images (the reference's losses).
+3. **Refinement prior**: from the LLM's teacher-forced [gen] read-out (scaled to norm 100, source type
+   VIDEO) and the score 6.5 to the target image's embedding; with probability ``prior_dropout`` the
+   unconditional pair (zero input, score 2.0), so the guide's one-step prior guidance has both branches.
+   No aesthetic scores exist in EditWorld, so the scores are the two constants the guide uses.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from ..config import EditkitModel
+from .common import RunLog, cosine_lr, group_samples, plugin_module, set_threads, write_recipe
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+SCORE, NEGATIVE_SCORE = 6.5, 2.0
+
+
+class Any2PixRecipe(EditkitModel):
+    out: Path = Field(ASSETS / "editworld-tiny-any2pix", description="Output folder (editkit any2pix layout).")
+    imagebind: Path = Field(ASSETS / "editworld-imagebind", description="Tiny ImageBind folder written by "
+                            "`editkit train imagebind` (frozen here).")
+    ip2p: Path = Field(ASSETS / "editworld-tiny", description="Trained tiny ip2p folder: VAE, text encoder and "
+                       "tokenizer (frozen), UNet (initialisation of the 4-channel UNet).")
+    types: str = Field("multimodal,explicit", description="EditWorld families/types, comma-separated, equal shares.")
+    pool: int = Field(6000, ge=4, le=1_000_000, description="EditWorld training samples held in memory.")
+    image_size: int = Field(64, ge=16, le=512, description="EditWorld image size.")
+    seed: int = Field(0, description="Seed of data and initialisation.")
+    norm: float = Field(20.0, gt=0, le=1000, description="Norm of the ImageBind embeddings (the guide's `norm`).")
+    diffusion_steps: int = Field(3000, ge=0, le=10_000_000, description="Phase 1 steps (UNet + IP-Adapter).")
+    diffusion_lr: float = Field(3e-4, gt=0, le=1.0, description="Phase 1 peak learning rate (cosine).")
+    diffusion_batch_size: int = Field(32, ge=1, le=4096, description="Phase 1 samples per step.")
+    dropout: float = Field(0.1, ge=0, le=0.4, description="Phase 1: probability of dropping the caption, and "
+                           "(independently) of dropping the embedding.")
+    llm_steps: int = Field(2000, ge=0, le=10_000_000, description="Phase 2 steps (LLM + projectors).")
+    llm_lr: float = Field(1e-3, gt=0, le=1.0, description="Phase 2 peak learning rate.")
+    llm_batch_size: int = Field(32, ge=1, le=4096, description="Phase 2 samples per step.")
+    llm_width: int = Field(128, ge=16, le=4096, description="Hidden size of the tiny LLaMA.")
+    llm_layers: int = Field(4, ge=1, le=64, description="Decoder layers of the tiny LLaMA.")
+    embed_weight: float = Field(1.0, ge=0, le=100, description="Weight of the [base]/[gen] L1 loss (per dimension, "
+                                "on embeddings at norm 1 x sqrt(dim)).")
+    prior_steps: int = Field(1000, ge=0, le=10_000_000, description="Phase 3 steps (refinement prior).")
+    prior_lr: float = Field(1e-3, gt=0, le=1.0, description="Phase 3 peak learning rate.")
+    prior_dropout: float = Field(0.1, ge=0, le=0.5, description="Phase 3: share of unconditional pairs.")
+    log_every: int = Field(50, ge=1, le=100_000, description="Log every N steps.")
+
+
+def _plugin(module: str):
+    return plugin_module("any2pix", module)
+
+
+# ----------------------------------------------------------------------------------- data
+def load_imagebind(folder: Path):
+    """The frozen ImageBindEncoder of an ``imagebind`` recipe folder."""
+    from ..errors import GuideLoadError
+    from ..weights import load_into
+    from .imagebind import CONFIG_NAME, WEIGHTS_NAME
+
+    encoders = _plugin("encoders")
+    if not (folder / CONFIG_NAME).is_file():
+        raise GuideLoadError(f"train any2pix: '{folder}' has no {CONFIG_NAME}; run `editkit train imagebind --out "
+                             f"{folder}` first")
+    cfg = json.loads((folder / CONFIG_NAME).read_text())
+    encoder = encoders.ImageBindEncoder(cfg["model"], cfg.get("image_size", 224), encoders.AudioSettings(**cfg["audio"]))
+    load_into(encoder.model, str(folder / WEIGHTS_NAME), "train any2pix: ImageBind")
+    return encoder
+
+
+@torch.no_grad()
+def embed_samples(encoder, samples, norm: float, batch: int = 128) -> dict[str, Any]:
+    """ImageBind features at ``norm``: sources, targets, and per sample the referenced inputs in order."""
+    from PIL import Image
+
+    mixing = _plugin("mixing")
+    language = _plugin("language")
+
+    def images(arrays):
+        return torch.cat([encoder.encode_images([Image.fromarray(a) for a in arrays[i: i + batch]])
+                          for i in range(0, len(arrays), batch)])
+
+    src = mixing.to_norm(images([s.source for s in samples]), norm)
+    tgt = mixing.to_norm(images([s.target for s in samples]), norm)
+    refs = []
+    for s in samples:
+        feats = []
+        for name in language.references(s.instruction):
+            value = s.inputs[name]
+            feats.append(encoder.encode_images([Image.fromarray(value)]) if name.startswith("image")
+                         else encoder.encode_audio([value]))
+        refs.append(mixing.to_norm(torch.cat(feats), norm) if feats else src.new_zeros((0, src.shape[1])))
+    return {"source": src, "target": tgt, "references": refs}
+
+
+def answer_text(sample) -> str:
+    """What the LLM learns to write: the base slot, the target caption in brackets, then the [gen] slot."""
+    return f"<base> [ {sample.target_caption} ] <im_gen> <video>"
+
+
+class LLMBatches:
+    """Teacher-forcing batches for phase 2: token ids, labels, feature slots and the read-out positions."""
+
+    def __init__(self, samples, embeds, tokenizer, template: str) -> None:
+        language = _plugin("language")
+        self.tok = tokenizer
+        self.video = tokenizer.convert_tokens_to_ids("<video>")
+        self.rows, self.labels, self.base_pos, self.gen_pos, self.features = [], [], [], [], []
+        for i, s in enumerate(samples):
+            prompt = tokenizer(language.placeholder_prompt(s.instruction, template)).input_ids
+            if len(prompt) > 1 and prompt[-1] == tokenizer.eos_token_id:
+                prompt = prompt[:-1]
+            answer = tokenizer(answer_text(s), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+            self.rows.append(prompt + answer)
+            self.labels.append([-100] * len(prompt) + answer)
+            self.base_pos.append(len(prompt) - 1)  # the state that predicts <base>
+            self.gen_pos.append(len(prompt) + len(answer) - 3)  # the state that predicts the final <video>
+            self.features.append(torch.cat([embeds["source"][i: i + 1], embeds["references"][i]]))
+
+    def __call__(self, idx: list[int]) -> dict[str, Any]:
+        width = max(len(self.rows[i]) for i in idx)
+        ids = torch.full((len(idx), width), self.tok.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(idx), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for b, i in enumerate(idx):
+            n = len(self.rows[i])
+            ids[b, :n], labels[b, :n], mask[b, :n] = torch.tensor(self.rows[i]), torch.tensor(self.labels[i]), 1
+        return {"ids": ids, "labels": labels, "mask": mask, "base_pos": torch.tensor([self.base_pos[i] for i in idx]),
+                "gen_pos": torch.tensor([self.gen_pos[i] for i in idx]), "features": [self.features[i] for i in idx]}
+
+
+def llm_embeddings(lm, in_projector, batch: dict[str, Any], video_id: int) -> torch.Tensor:
+    """Token embeddings with the projected features added at each row's first ``<video>`` slots, in order
+    (what :meth:`Any2PixLLM.embed` does for one row at inference)."""
+    emb = lm.get_input_embeddings()(batch["ids"])
+    add = torch.zeros_like(emb)
+    for b, feats in enumerate(batch["features"]):
+        slots = (batch["ids"][b] == video_id).nonzero().flatten()[: feats.shape[0]]
+        if len(slots):
+            add[b, slots] = in_projector(feats[: len(slots)])
+    return emb + add
+
+
+def llm_loss(lm, in_projector, out_projector, batch, video_id, base_target, gen_target, embed_weight):
+    """(cross-entropy, L1 of the [base]/[gen] read-outs, the [gen] read-outs)."""
+    out = lm(inputs_embeds=llm_embeddings(lm, in_projector, batch, video_id), attention_mask=batch["mask"],
+             output_hidden_states=True)
+    logits = out.logits[:, :-1].float()
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
+    hidden = out.hidden_states[-1]
+    rows = torch.arange(hidden.shape[0])
+    base, gen = out_projector(hidden[rows, batch["base_pos"]]), out_projector(hidden[rows, batch["gen_pos"]])
+    l1 = F.l1_loss(base, base_target) + F.l1_loss(gen, gen_target)
+    return ce, embed_weight * l1, gen
+
+
+# ----------------------------------------------------------------------------------- phase 1
+def four_channel_unet(ip2p_unet):
+    """A text-to-image UNet with the ip2p UNet's weights; ``conv_in`` keeps the noisy-latent channels."""
+    from diffusers import UNet2DConditionModel
+
+    config = {k: v for k, v in ip2p_unet.config.items() if not k.startswith("_")}
+    unet = UNet2DConditionModel(**{**config, "in_channels": 4})
+    state = ip2p_unet.state_dict()
+    state["conv_in.weight"] = state["conv_in.weight"][:, :4].clone()
+    unet.load_state_dict(state)
+    return unet
+
+
+def adapter_state(unet) -> dict[str, dict[str, torch.Tensor]]:
+    """The IP-Adapter weights of a UNet with diffusers' IP-Adapter processors, in diffusers' file format."""
+    proj = unet.encoder_hid_proj.image_projection_layers[0]
+    ip, key = {}, 1
+    for name, proc in unet.attn_processors.items():
+        if name.endswith("attn2.processor"):
+            ip[f"{key}.to_k_ip.weight"] = proc.to_k_ip[0].weight.detach().clone()
+            ip[f"{key}.to_v_ip.weight"] = proc.to_v_ip[0].weight.detach().clone()
+            key += 2
+    # diffusers renames the file's "proj.*" to "image_embeds.*" when it loads an IP-Adapter; write the file's names
+    image_proj = {k.replace("image_embeds", "proj"): v.detach().clone() for k, v in proj.state_dict().items()}
+    return {"image_proj": image_proj, "ip_adapter": ip}
+
+
+def plain_unet(trained, reference):
+    """``reference`` (a UNet without adapter) with the trained base weights of ``trained``."""
+    plain = copy.deepcopy(reference)
+    state = {k: v for k, v in trained.state_dict().items() if k in plain.state_dict()}
+    missing = set(plain.state_dict()) - set(state)
+    if missing:
+        raise RuntimeError(f"train any2pix: UNet weights missing after training: {sorted(missing)[:3]}")
+    plain.load_state_dict(state)
+    return plain
+
+
+def train_diffusion(recipe, samples, embeds, comps, log, progress):
+    from diffusers import DDPMScheduler
+
+    from .ip2p import encode_pool
+
+    layout = _plugin("layout")
+    vae, text_encoder, tokenizer = comps.vae, comps.text_encoder, comps.tokenizer
+    base = four_channel_unet(comps.unet)
+    unet = copy.deepcopy(base)
+    layout.attach_adapter(unet, layout.random_adapter(unet, embeds["target"].shape[1], recipe.seed), 1.0)
+    unet.train().requires_grad_(True)
+    scale = float(vae.config.scaling_factor)
+    x0_all = encode_pool(vae, [s.target for s in samples]) * scale
+    with torch.no_grad():
+        ids = tokenizer([s.target_caption for s in samples], padding="max_length", truncation=True,
+                        max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+        null_ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
+                             return_tensors="pt").input_ids
+    sched = DDPMScheduler.from_config(comps.scheduler_config)
+    alphas = sched.alphas_cumprod
+    params = [p for p in unet.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=recipe.diffusion_lr, weight_decay=1e-2)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    for step in tqdm(range(recipe.diffusion_steps), desc="any2pix diffusion", disable=not progress):
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, recipe.diffusion_steps, recipe.diffusion_lr, warmup=100)
+        b = recipe.diffusion_batch_size
+        idx = torch.randint(0, len(samples), (b,), generator=gen)
+        drop_text = torch.rand(b, generator=gen) < recipe.dropout
+        drop_embed = torch.rand(b, generator=gen) < recipe.dropout
+        tok = torch.where(drop_text[:, None], null_ids.expand(b, -1), ids[idx])
+        image_embeds = embeds["target"][idx] * (~drop_embed).float()[:, None]
+        with torch.no_grad():
+            context = text_encoder(tok)[0]
+        x0, noise = x0_all[idx], torch.randn(x0_all[idx].shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        pred = unet(noisy, t, encoder_hidden_states=context,
+                    added_cond_kwargs={"image_embeds": [image_embeds[:, None]]}).sample
+        target = a.sqrt() * noise - (1 - a).sqrt() * x0 if sched.config.prediction_type == "v_prediction" else noise
+        loss = F.mse_loss(pred, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % recipe.log_every == 0 or step == recipe.diffusion_steps - 1:
+            log.write(phase="diffusion", step=step, loss=round(loss.item(), 5))
+    unet.eval().requires_grad_(False)
+    return plain_unet(unet, base), adapter_state(unet)
+
+
+# ----------------------------------------------------------------------------------- phases 2 and 3
+def build_llm(recipe, tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    w = recipe.llm_width
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=w, intermediate_size=2 * w, num_hidden_layers=recipe.llm_layers,
+        num_attention_heads=max(1, w // 32), num_key_value_heads=max(1, w // 32), max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False))
+
+
+def train_llm(recipe, batches, embeds, lm, in_projector, out_projector, log, progress):
+    params = list(lm.parameters()) + list(in_projector.parameters()) + list(out_projector.parameters())
+    opt = torch.optim.AdamW(params, lr=recipe.llm_lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(recipe.seed + 1)
+    n = len(batches.rows)
+    for step in tqdm(range(recipe.llm_steps), desc="any2pix llm", disable=not progress):
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, recipe.llm_steps, recipe.llm_lr, warmup=100)
+        idx = torch.randint(0, n, (recipe.llm_batch_size,), generator=gen).tolist()
+        batch = batches(idx)
+        ce, l1, _ = llm_loss(lm, in_projector, out_projector, batch, batches.video, embeds["source"][idx],
+                             embeds["target"][idx], recipe.embed_weight)
+        loss = ce + l1
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % recipe.log_every == 0 or step == recipe.llm_steps - 1:
+            log.write(phase="llm", step=step, ce=round(ce.item(), 5), l1=round(l1.item(), 5))
+
+
+@torch.no_grad()
+def gen_readouts(batches, embeds, lm, in_projector, out_projector, batch: int = 64) -> torch.Tensor:
+    out = []
+    for i in range(0, len(batches.rows), batch):
+        idx = list(range(i, min(i + batch, len(batches.rows))))
+        out.append(llm_loss(lm, in_projector, out_projector, batches(idx), batches.video, embeds["source"][idx],
+                            embeds["target"][idx], 0.0)[2])
+    return torch.cat(out)
+
+
+def train_prior(recipe, gens, targets, prior, log, progress):
+    prior_mod = _plugin("prior")
+    opt = torch.optim.AdamW(prior.parameters(), lr=recipe.prior_lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(recipe.seed + 2)
+    x_all = gens / (gens.norm(dim=-1, keepdim=True) + 1e-9) * 100.0  # the guide feeds gen / |gen| * 100
+    prior.train()
+    for step in tqdm(range(recipe.prior_steps), desc="any2pix prior", disable=not progress):
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, recipe.prior_steps, recipe.prior_lr, warmup=50)
+        idx = torch.randint(0, len(gens), (64,), generator=gen)
+        drop = torch.rand(64, generator=gen) < recipe.prior_dropout
+        x = x_all[idx] * (~drop).float()[:, None]
+        score = torch.where(drop, torch.tensor(NEGATIVE_SCORE), torch.tensor(SCORE))
+        types = torch.full((64,), prior_mod.VIDEO, dtype=torch.long)
+        loss = F.mse_loss(prior(x, score, types), targets[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % recipe.log_every == 0 or step == recipe.prior_steps - 1:
+            log.write(phase="prior", step=step, mse=round(loss.item(), 5))
+    return prior.eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------------- recipe
+def train_any2pix(recipe: Any2PixRecipe, progress: bool = True) -> dict[str, Any]:
+    from ..backend.components import Components, load_components
+    layout, language, prior_mod, tiny = _plugin("layout"), _plugin("language"), _plugin("prior"), _plugin("tiny")
+    set_threads()
+    torch.manual_seed(recipe.seed)
+    log = RunLog(recipe.out / "logs" / "any2pix")
+    encoder = load_imagebind(recipe.imagebind)
+    samples = group_samples("train", recipe.pool, recipe.seed, recipe.types, recipe.image_size)
+    embeds = embed_samples(encoder, samples, recipe.norm)
+    comps = load_components(str(recipe.ip2p))
+    for module in (comps.vae, comps.text_encoder):
+        module.eval().requires_grad_(False)
+    log.write(pool=len(samples), embed_dim=int(embeds["target"].shape[1]))
+
+    unet, adapter = train_diffusion(recipe, samples, embeds, comps, log, progress)
+
+    tokenizer = tiny.tokenizer()
+    lm = build_llm(recipe, tokenizer)
+    d, w = embeds["target"].shape[1], recipe.llm_width
+    in_projector, out_projector = language.mlp(d, w, w), language.mlp(w, w, d)
+    batches = LLMBatches(samples, embeds, tokenizer, language.VICUNA_V1)
+    lm.train()
+    train_llm(recipe, batches, embeds, lm, in_projector, out_projector, log, progress)
+    lm.eval()
+
+    prior = prior_mod.RefinementPrior(prior_mod.PriorConfig(embed_dim=d, width=64, layers=2, heads=2))
+    gens = gen_readouts(batches, embeds, lm, in_projector, out_projector)
+    prior = train_prior(recipe, gens, embeds["target"], prior, log, progress)
+
+    components = Components(unet=unet, vae=comps.vae, scheduler_config=dict(comps.scheduler_config),
+                            text_encoder=comps.text_encoder, tokenizer=comps.tokenizer)
+    layout.save(recipe.out, encoder=encoder, lm=lm, tokenizer=tokenizer, in_projector=in_projector,
+                out_projector=out_projector, prior=prior, adapter=adapter, components=components,
+                audio=encoder.audio, image_size=encoder.image_size, norm=recipe.norm,
+                llm_meta={"prompt_prefix": "", "negative_prompt": ""})
+    cos = F.cosine_similarity(gens, embeds["target"], dim=-1).mean().item()
+    results = {"pool": len(samples), "train_gen_cosine": round(cos, 4)}
+    log.write(done=True, **results)
+    write_recipe(recipe.out, "any2pix", recipe.model_dump(mode="json"), log.elapsed, results)
+    return results
