@@ -21,8 +21,8 @@ pytestmark = pytest.mark.skipif(not (EDITWORLD_WEIGHTS / "unet").is_dir(), reaso
 README_EXAMPLE = "examples/red_circle.png"
 # Floors set a little below what the committed weights measure (docs/training.md), so a regression fails.
 VAE_PSNR_FLOOR = 34.0          # measured 34.7 dB mean on 64 test images
-PSNR_FLOOR = 23.0              # measured 24.8 dB mean over 200 explicit test edits (default guidance 1.0 / 1.5)
-SUCCESS_FLOOR = 0.15           # measured 31.0% edit success over 200 explicit test edits
+PSNR_FLOOR = 23.0              # measured 25.6 dB mean over 200 explicit test edits (default guidance 1.0 / 1.5)
+SUCCESS_FLOOR = 0.2            # measured 37.5% edit success over 200 explicit test edits
 MGIE_EXPLICIT_FLOOR = 0.8      # expressive exact match on explicit edits: see docs/guides/mgie.md
 
 
@@ -35,8 +35,8 @@ def _mean_colour(img: Image.Image, box) -> np.ndarray:
     return np.asarray(img.crop(box), dtype=float).reshape(-1, 3).mean(0)
 
 
-@pytest.mark.xfail(strict=True, reason="known defect (issue #3): the committed run-2 UNet recolours the README circle "
-                   "green, mean (86, 179, 92), not blue (recolour edit success 8%); strict: passes again -> remove")
+@pytest.mark.xfail(strict=True, reason="known defect (issue #3): the committed run-3 UNet recolours the README circle "
+                   "cyan, mean (81, 199, 220), not blue (recolour edit success 27%); strict: passes again -> remove")
 def test_readme_command_really_turns_the_red_circle_blue(ip2p):
     src = Image.open(README_EXAMPLE).convert("RGB")
     out = ip2p.edit(EditRequest(images=[src], instructions=["make the red circle blue"], seed=0)).images[0]
@@ -44,8 +44,10 @@ def test_readme_command_really_turns_the_red_circle_blue(ip2p):
     got = _mean_colour(out, centre)
     blue, red = np.array(COLOURS["blue"], float), np.array(COLOURS["red"], float)
     assert np.abs(_mean_colour(src, centre) - red).max() < 48
-    # The circle became blue: its centre is far nearer the blue of EditWorld than the red it was.
-    assert np.linalg.norm(got - blue) < 0.5 * np.linalg.norm(got - red), got
+    # The circle became blue: of EditWorld's colours, blue is the nearest to its centre (cyan is not blue),
+    # and it is far from the red it was.
+    nearest = min(COLOURS, key=lambda name: np.linalg.norm(got - np.array(COLOURS[name], float)))
+    assert nearest == "blue" and np.linalg.norm(got - blue) < 0.5 * np.linalg.norm(got - red), got
 
 
 def test_vae_round_trip_psnr(ip2p):

@@ -78,12 +78,19 @@ def hardware() -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def _shell_value(value: Any) -> str:
+    """A recipe value as the command line takes it: mappings and lists as quoted JSON."""
+    if isinstance(value, (dict, list)):
+        return "'" + json.dumps(value) + "'"
+    return str(value)
+
+
 def write_recipe(folder: Path, name: str, config: dict[str, Any], seconds: float, results: dict[str, Any]) -> None:
     """Record how the weights in ``folder`` were made: the recipe, its settings, time, hardware, results."""
     record = {
         "recipe": name,
-        "command": f"editkit train {name} " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in config.items()
-                                                      if k not in {"out"} and v is not None),
+        "command": f"editkit train {name} " + " ".join(f"--{k.replace('_', '-')} {_shell_value(v)}"
+                                                      for k, v in config.items() if k not in {"out"} and v is not None),
         "config": config,
         "seconds": round(seconds, 1),
         "hardware": hardware(),

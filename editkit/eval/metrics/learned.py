@@ -41,7 +41,7 @@ def preprocess(images: Sequence[np.ndarray], size: int, mean: Sequence[float], s
 
     out = []
     for image in images:
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+        x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float() / 255.0  # a writable copy
         h, w = x.shape[-2:]
         if crop:
             short = resize or size
