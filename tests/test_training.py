@@ -212,3 +212,12 @@ def test_any2pix_recipe_trains_weights_the_guide_loads_and_runs(tmp_path):
         assert "<im_gen>" in str(exc) or "<video>" in str(exc)
     else:
         assert result.images[0].size == (64, 64) and result.extras["base_index"] == [0]
+
+
+def test_the_phase_1_probe_covers_every_family():
+    from editkit.training.common import group_samples, spread
+
+    val = group_samples("val", 128, 0, "explicit,referring", 64)
+    probe = spread(val, 64)
+    assert len(probe) == 64 and {s.family for s in probe} == {"explicit", "referring"}
+    assert spread(val[:10], 64) == val[:10] and spread(val, 0) == []

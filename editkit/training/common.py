@@ -113,6 +113,11 @@ def group_samples(split: str, count: int, seed: int, types: str, size: int) -> l
     return out
 
 
+def spread(items: list, n: int) -> list:
+    """At most ``n`` items taken evenly over the whole list (a probe that sees every group of an ordered list)."""
+    return list(items[:: max(1, len(items) // n)][:n]) if n > 0 else []
+
+
 def plugin_module(guide: str, module: str):
     """A module of the plugin package that provides ``guide``, reached through its entry point (editkit never
     imports a guide plugin by name)."""

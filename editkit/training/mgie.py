@@ -33,7 +33,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from ..config import EditkitModel
-from .common import RunLog, cosine_lr, group_samples, plugin_module, set_threads, write_recipe
+from .common import RunLog, cosine_lr, group_samples, plugin_module, set_threads, spread, write_recipe
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -66,7 +66,7 @@ class MGIERecipe(EditkitModel):
     ema: float = Field(0.999, ge=0, lt=1, description="EMA decay of the saved phase-3 weights.")
     max_new_tokens: int = Field(32, ge=8, le=256, description="Generation limit written to the config.")
     eval_count: int = Field(256, ge=0, le=100_000, description="Validation samples for expressive exact match.")
-    eval_every: int = Field(1000, ge=1, le=10_000_000, description="Phase 1: exact match on 64 val samples every N steps.")
+    eval_every: int = Field(1000, ge=1, le=10_000_000, description="Phase 1: exact match on 64 val samples (every family) every N steps.")
     log_every: int = Field(50, ge=1, le=100_000, description="Log every N steps.")
     device: str = Field("cpu", description="Torch device of the models being trained ('cpu', 'cuda').")
 
@@ -253,6 +253,7 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
     samples = group_samples("train", recipe.pool, recipe.seed, recipe.types, recipe.image_size)
     val = group_samples("val", recipe.eval_count, recipe.seed, recipe.types, recipe.image_size)
     pool = Pool(samples, mllm, vae, scale, n_img)
+    probe = spread(val, 64)  # val is ordered by family; the probe covers every family
     log.write(pool=len(pool), llm_params=sum(p.numel() for p in model.parameters()),
               head_params=sum(p.numel() for p in head.parameters()), image_tokens=mllm.image_seq_length)
     results: dict[str, Any] = {"pool": len(pool)}
@@ -281,7 +282,7 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
             bar.set_postfix(ce=f"{ce.item():.4f}")
             log.write(phase=1, step=step, ce=ce.item())
         if val and step > 0 and step % recipe.eval_every == 0:
-            log.write(phase=1, step=step, **expressive_exact_match(mllm, val[:64], recipe.max_new_tokens))
+            log.write(phase=1, step=step, **expressive_exact_match(mllm, probe, recipe.max_new_tokens))
             model.train()
     if recipe.pretrain_steps:
         results["pretrain_ce"] = round(ce.item(), 5)
