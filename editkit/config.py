@@ -1,7 +1,7 @@
 """Pydantic base models for every configuration in editkit (guides, backend, evaluation specs)."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -56,6 +56,9 @@ class DiffusionGuideConfig(SpeedOptions, GuideConfig):
 class DualGuidanceConfig(EditkitModel):
     """InstructPix2Pix-style dual classifier-free guidance scales; None takes the weights' recommendation
     (:meth:`editkit.guide.Guide.guidance_scale`)."""
+
+    #: InstructPix2Pix's reference scales, used when neither the config nor the weights set one.
+    REFERENCE: ClassVar[dict[str, float]] = {"text_scale": 7.5, "image_scale": 1.5}
 
     text_scale: float | None = Field(
         None, ge=0.0, le=50.0, description="Text guidance scale s_T; None: the weights' recommendation "

@@ -127,6 +127,13 @@ class Guide(abc.ABC):
             return float(value)
         return float(self.backend.recommended(name, reference)) if self.backend is not None else reference
 
+    def dual_guidance_scales(self) -> dict[str, float]:
+        """``text_scale`` and ``image_scale`` for a :class:`Conditioning` of a config with
+        :class:`editkit.config.DualGuidanceConfig`: each set, recommended by the weights, or the reference."""
+        from .config import DualGuidanceConfig
+
+        return {name: self.guidance_scale(name, ref) for name, ref in DualGuidanceConfig.REFERENCE.items()}
+
     def sampling_options(self) -> dict[str, Any]:
         """Backend sampling options taken from the config (steps, scheduler); guides may override."""
         cfg = self.config

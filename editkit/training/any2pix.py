@@ -77,17 +77,13 @@ def _plugin(module: str):
 def load_imagebind(folder: Path):
     """The frozen ImageBindEncoder of an ``imagebind`` recipe folder."""
     from ..errors import GuideLoadError
-    from ..weights import load_into
     from .imagebind import CONFIG_NAME, WEIGHTS_NAME
 
-    encoders = _plugin("encoders")
     if not (folder / CONFIG_NAME).is_file():
         raise GuideLoadError(f"train any2pix: '{folder}' has no {CONFIG_NAME}; run `editkit train imagebind --out "
                              f"{folder}` first")
     cfg = json.loads((folder / CONFIG_NAME).read_text())
-    encoder = encoders.ImageBindEncoder(cfg["model"], cfg.get("image_size", 224), encoders.AudioSettings(**cfg["audio"]))
-    load_into(encoder.model, str(folder / WEIGHTS_NAME), "train any2pix: ImageBind")
-    return encoder
+    return _plugin("encoders").ImageBindEncoder.from_files(cfg, str(folder / WEIGHTS_NAME), "train any2pix: ImageBind")
 
 
 @torch.no_grad()
@@ -98,20 +94,26 @@ def embed_samples(encoder, samples, norm: float, batch: int = 128) -> dict[str, 
     mixing = _plugin("mixing")
     language = _plugin("language")
 
+    def encode(fn, values):
+        return torch.cat([fn(values[i: i + batch]) for i in range(0, len(values), batch)]) if values else None
+
     def images(arrays):
-        return torch.cat([encoder.encode_images([Image.fromarray(a) for a in arrays[i: i + batch]])
-                          for i in range(0, len(arrays), batch)])
+        return encode(encoder.encode_images, [Image.fromarray(a) for a in arrays])
 
     src = mixing.to_norm(images([s.source for s in samples]), norm)
     tgt = mixing.to_norm(images([s.target for s in samples]), norm)
-    refs = []
-    for s in samples:
-        feats = []
-        for name in language.references(s.instruction):
-            value = s.inputs[name]
-            feats.append(encoder.encode_images([Image.fromarray(value)]) if name.startswith("image")
-                         else encoder.encode_audio([value]))
-        refs.append(mixing.to_norm(torch.cat(feats), norm) if feats else src.new_zeros((0, src.shape[1])))
+    # every referenced input of every sample, encoded in batches per modality, then put back in order
+    slots = [(i, name) for i, s in enumerate(samples) for name in language.references(s.instruction)]
+    image_slots = [k for k, (_, name) in enumerate(slots) if name.startswith("image")]
+    audio_slots = [k for k, (_, name) in enumerate(slots) if not name.startswith("image")]
+    feats = src.new_zeros((len(slots), src.shape[1]))
+    if image_slots:
+        feats[image_slots] = images([samples[slots[k][0]].inputs[slots[k][1]] for k in image_slots])
+    if audio_slots:
+        feats[audio_slots] = encode(encoder.encode_audio, [samples[slots[k][0]].inputs[slots[k][1]] for k in audio_slots])
+    feats = mixing.to_norm(feats, norm)
+    counts = [len(language.references(s.instruction)) for s in samples]
+    refs = list(torch.split(feats, counts))  # slots are in sample order, so each sample's rows are contiguous
     return {"source": src, "target": tgt, "references": refs}
 
 
@@ -204,14 +206,14 @@ def adapter_state(unet) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def plain_unet(trained, reference):
-    """``reference`` (a UNet without adapter) with the trained base weights of ``trained``."""
-    plain = copy.deepcopy(reference)
-    state = {k: v for k, v in trained.state_dict().items() if k in plain.state_dict()}
-    missing = set(plain.state_dict()) - set(state)
+    """``reference`` (a UNet without adapter, changed in place) given the trained base weights of ``trained``."""
+    wanted = reference.state_dict()
+    state = {k: v for k, v in trained.state_dict().items() if k in wanted}
+    missing = set(wanted) - set(state)
     if missing:
         raise RuntimeError(f"train any2pix: UNet weights missing after training: {sorted(missing)[:3]}")
-    plain.load_state_dict(state)
-    return plain
+    reference.load_state_dict(state)
+    return reference
 
 
 def train_diffusion(recipe, samples, embeds, comps, log, progress):

@@ -81,10 +81,11 @@ class IP2PRecipe(EditkitModel):
         from ..editworld.generator import resolve_types
 
         if self.type_weights:
-            extra = set(self.type_weights) - set(resolve_types(self.types))
+            types = resolve_types(self.types)
+            extra = set(self.type_weights) - set(types)
             if extra:
                 raise ValueError(f"type_weights names edit types outside types {self.types!r}: {', '.join(sorted(extra))}")
-            if sum(self.type_weights.get(t, 1.0) for t in resolve_types(self.types)) <= 0:
+            if sum(self.type_weights.get(t, 1.0) for t in types) <= 0:
                 raise ValueError("type_weights gives every edit type weight 0")
         return self
 

@@ -139,6 +139,16 @@ class ImageBindEncoder:
         bpe = os.path.join(sys.modules["imagebind"].__path__[0], "bpe", "bpe_simple_vocab_16e6.txt.gz")
         self.tokenizer = tokenizer_cls(bpe_path=bpe)
 
+    @classmethod
+    def from_files(cls, config: dict[str, Any], weights: str, what: str) -> "ImageBindEncoder":
+        """An encoder from its config (``{"model": ..., "image_size": ..., "audio": {...}}``, as the any2pix folder
+        and the ``imagebind`` recipe write it) and a safetensors state dict; ``what`` names it in errors."""
+        from editkit.weights import load_into
+
+        encoder = cls(config["model"], config.get("image_size", 224), AudioSettings(**config.get("audio", {})))
+        load_into(encoder.model, weights, what)
+        return encoder
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device

@@ -65,9 +65,8 @@ def load(model: str, device: str = "cpu", dtype: torch.dtype = torch.float32) ->
     cfg = json.loads((folder / CONFIG_FILE).read_text())
     if cfg.get("format") != FORMAT:
         raise GuideLoadError(f"guide 'any2pix': {folder / CONFIG_FILE} is not in the {FORMAT} format")
-    ib = cfg["imagebind"]
-    encoder = ImageBindEncoder(ib["model"], ib.get("image_size", 224), AudioSettings(**ib.get("audio", {})))
-    load_into(encoder.model, str(folder / "imagebind.safetensors"), "guide 'any2pix': ImageBind")
+    encoder = ImageBindEncoder.from_files(cfg["imagebind"], str(folder / "imagebind.safetensors"),
+                                          "guide 'any2pix': ImageBind")
     tokenizer = AutoTokenizer.from_pretrained(folder / "llm")
     lm = AutoModelForCausalLM.from_pretrained(folder / "llm", dtype=dtype)
     proj = cfg["projectors"]

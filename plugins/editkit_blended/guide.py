@@ -61,8 +61,7 @@ class BlendedGuide(Guide):
             cond=backend.encode_text(request.instructions),
             null=self._null,
             mode="ip2p" if self.image_conditioned else "sdedit",
-            text_scale=self.guidance_scale("text_scale", 7.5),
-            image_scale=self.guidance_scale("image_scale", 1.5),
+            **self.dual_guidance_scales(),
             strength=1.0 - cfg.skip,
             extra={"guidance_through_unet": cfg.guidance_gradient == "unet"},
         )

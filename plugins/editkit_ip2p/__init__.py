@@ -67,6 +67,5 @@ class InstructPix2PixGuide(Guide):
             cond=backend.encode_text(request.instructions),
             null=self._null,
             mode="ip2p",
-            text_scale=self.guidance_scale("text_scale", 7.5),
-            image_scale=self.guidance_scale("image_scale", 1.5),
+            **self.dual_guidance_scales(),
         )

@@ -108,8 +108,7 @@ class MGIEGuide(Guide):
 
         with torch.inference_mode():
             cond = self.edit_head(hidden.to(self.emb.dtype), self.emb)
-        return Conditioning(cond=cond, null=self._null, mode="ip2p", text_scale=self.guidance_scale("text_scale", 7.5),
-                            image_scale=self.guidance_scale("image_scale", 1.5))
+        return Conditioning(cond=cond, null=self._null, mode="ip2p", **self.dual_guidance_scales())
 
     def prepare(self, request: EditRequest) -> Conditioning:
         return self.conditioning(self.run_llm(request).hidden)
