@@ -79,7 +79,12 @@ def load_state_dict(path: str | os.PathLike, *, device: str = "cpu") -> "dict[st
 
 def load_into(module: Any, checkpoint: str, what: str, ignore: Sequence[str] = ()) -> None:
     """Load a local state dict into ``module``; a mismatch is an error naming the first keys."""
-    state = load_state_dict(checkpoint)
+    load_state_into(module, load_state_dict(checkpoint), what, checkpoint, ignore)
+
+
+def load_state_into(module: Any, state: dict, what: str, checkpoint: str, ignore: Sequence[str] = ()) -> None:
+    """Load an already read state dict (from ``checkpoint``, named in errors); keys starting with an
+    ``ignore`` prefix may be missing or extra. Tensors are cast to the module's dtypes."""
     state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
     try:
         result = module.load_state_dict(state, strict=False)

@@ -201,3 +201,41 @@ def test_guide_errors(folder):
         guide.edit(EditRequest(images=[src], instructions=["make it blue"], seed=0))
     with pytest.raises(MissingInputError, match="audio1"):
         guide.edit(EditRequest(images=[src], instructions=["add the [audio1] at the top"], seed=0))
+
+
+def test_compact_half_storage_loads_back_the_same_model(folder, tmp_path):
+    """The committed tiny weights are stored in float16 with a compact ImageBind (used towers, vocabulary rows):
+    less than half the bytes, and the loaded model matches the float32 one to float16 rounding."""
+    from safetensors.torch import load_file
+
+    from editkit_any2pix import layout
+
+    full = layout.load(str(folder))
+    vocabulary = ["a", "small", "red", "circle", "on", "the", "left"]
+    half = layout.save(tmp_path / "half", encoder=full.encoder, lm=full.llm.model, tokenizer=full.llm.tokenizer,
+                       in_projector=full.llm.in_projector, out_projector=full.llm.out_projector, prior=full.prior,
+                       adapter=full.adapter, audio=full.encoder.audio, image_size=full.encoder.image_size,
+                       pipeline=str(folder), storage_dtype=torch.float16, text_vocabulary=vocabulary)
+    stored = load_file(half / "imagebind.safetensors")
+    assert not any(k.startswith("modality_trunks.depth.") for k in stored)
+    assert stored["modality_preprocessors.text.token_embedding.values"].dtype == torch.float16
+    for name in ("imagebind.safetensors", "projectors.safetensors", "ip_adapter.safetensors"):
+        assert (half / name).stat().st_size < 0.55 * (folder / name).stat().st_size, name
+    back = layout.load(str(half))
+    assert back.pipeline == str(folder)
+    assert next(back.llm.model.parameters()).dtype == torch.float32  # computation stays float32
+    texts = ["a small red circle on the left"]
+    assert torch.allclose(back.encoder.encode_texts(texts), full.encoder.encode_texts(texts), atol=2e-2, rtol=2e-2)
+    img = [Image.fromarray(ew.generate("test", 1, seed=0)[0].source)]
+    assert torch.allclose(back.encoder.encode_images(img), full.encoder.encode_images(img), atol=2e-2, rtol=2e-2)
+    # a word outside the stored vocabulary reads zero rows: it no longer encodes like the full model
+    assert not torch.allclose(back.encoder.encode_texts(["purple"]), full.encoder.encode_texts(["purple"]), atol=1e-3)
+
+
+def test_relative_pipeline_paths_resolve_against_the_folder(tmp_path):
+    from editkit_any2pix.layout import pipeline_source
+
+    folder = tmp_path / "a2p"
+    assert pipeline_source(folder, {"diffusion": {"pipeline": "."}}) == str(folder)
+    assert pipeline_source(folder, {"diffusion": {"pipeline": "../editworld-tiny"}}) == str(tmp_path / "editworld-tiny")
+    assert pipeline_source(folder, {"diffusion": {"pipeline": "org/model"}}) == "org/model"

@@ -179,7 +179,8 @@ def test_any2pix_recipe_trains_weights_the_guide_loads_and_runs(tmp_path):
 
     from editkit import editworld
     from editkit.backend.tiny import save_components, tiny_components
-    from editkit.training.any2pix import Any2PixRecipe, four_channel_unet, train_any2pix
+    from editkit.backend.components import text_to_image_unet
+    from editkit.training.any2pix import Any2PixRecipe, train_any2pix
     from editkit.training.imagebind import ImageBindRecipe, train_imagebind
     from editkit_any2pix import Any2PixGuide
 
@@ -187,15 +188,21 @@ def test_any2pix_recipe_trains_weights_the_guide_loads_and_runs(tmp_path):
     train_imagebind(ImageBindRecipe(out=tmp_path / "ib", steps=1, batch_size=4, scenes=4, variants=1, dim=16),
                     progress=False)
     out = tmp_path / "a2p"
-    res = train_any2pix(Any2PixRecipe(out=out, imagebind=tmp_path / "ib", ip2p=ip2p, pool=6, diffusion_steps=2,
-                                      diffusion_batch_size=2, llm_steps=2, llm_batch_size=2, llm_width=32,
-                                      llm_layers=1, prior_steps=2), progress=False)
-    assert res["pool"] == 6 and -1.0 <= res["train_gen_cosine"] <= 1.0
-    # the UNet is the 4-channel copy of the ip2p UNet (its noisy-latent input channels), then trained
-    unet = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
+    small = dict(imagebind=tmp_path / "ib", ip2p=ip2p, pool=6, diffusion_steps=2, diffusion_batch_size=2, llm_steps=2,
+                 llm_batch_size=2, llm_width=32, llm_layers=1, prior_steps=2)
+    # --train-unet: the UNet is the 4-channel copy of the ip2p UNet (its noisy-latent channels), then trained
+    own = train_any2pix(Any2PixRecipe(out=tmp_path / "own", train_unet=True, **small), progress=False)
+    assert own["pool"] == 6 and -1.0 <= own["train_gen_cosine"] <= 1.0
+    unet = load_file(tmp_path / "own" / "unet" / "diffusion_pytorch_model.safetensors")
     assert unet["conv_in.weight"].shape[1] == 4
-    start = four_channel_unet(tiny_components(0).unet).state_dict()
+    start = text_to_image_unet(tiny_components(0).unet).state_dict()
     assert set(unet) == set(start) and any((unet[k] - start[k]).abs().max() > 0 for k in unet)
+
+    # default: only the adapter trains; the folder has no UNet and points at the ip2p folder
+    res = train_any2pix(Any2PixRecipe(out=out, **small), progress=False)
+    assert res["pool"] == 6 and not (out / "unet").exists()
+    cfg = json.loads((out / "any2pix_config.json").read_text())
+    assert cfg["diffusion"]["pipeline"] == "../ip2p"
     adapter = load_file(out / "ip_adapter.safetensors")
     assert adapter["image_proj.proj.weight"].shape[1] == 16 and any(k.endswith("to_k_ip.weight") for k in adapter)
 

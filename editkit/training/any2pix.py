@@ -4,12 +4,14 @@ The reference trains its parts separately on pretrained models (ImageBind-H, Vic
 aligned to ImageBind space, a GPT-2-sized prior); here every part is small and trained on EditWorld, on
 top of the frozen tiny ImageBind of the ``imagebind`` recipe (``--imagebind``), in three phases:
 
-1. **Diffusion**: a 4-channel text-to-image UNet, initialised from the ip2p UNet (its first four input
-   channels; the source-image channels are dropped), plus an IP-Adapter (4 image tokens, decoupled
-   cross-attention through diffusers' own processors) learn to draw an EditWorld image from its caption and
-   its ImageBind embedding at the reference norm (v-prediction, like the ip2p recipe). Conditioning
-   dropout: the caption -> the empty prompt, the embedding -> zeros (the adapter's null is ``proj(0)``).
-   VAE, text encoder and tokenizer are the ip2p folder's, frozen.
+1. **Diffusion**: an IP-Adapter (4 image tokens, decoupled cross-attention through diffusers' own
+   processors) learns to make the text-to-image UNet inside the ip2p UNet (its noisy-latent channels, i.e.
+   zero source latents) draw an EditWorld image from its caption and its ImageBind embedding at the
+   reference norm (v-prediction, like the ip2p recipe). As in the reference only the adapter is trained and
+   the UNet stays frozen, so the folder needs no UNet of its own and points at the ip2p folder
+   (``--train-unet true`` also fine-tunes a copy of the UNet and writes a self-contained folder).
+   Conditioning dropout: the caption -> the empty prompt, the embedding -> zeros (the adapter's null is
+   ``proj(0)``). VAE, text encoder and tokenizer are the ip2p folder's, frozen.
 2. **LLM + projectors**: a tiny LLaMA learns the answer grammar ``<base> [target caption] <im_gen> <video>``
    for the prompt of the guide (the source image first, then every ``[imageK]``/``[audioK]`` as ``<video>``
    with the projected ImageBind feature *added* to its token embedding, as the reference). Loss =
@@ -34,6 +36,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from ..config import EditkitModel
+from ..backend.components import text_to_image_unet
 from .common import RunLog, cosine_lr, group_samples, plugin_module, set_threads, write_recipe
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -51,6 +54,9 @@ class Any2PixRecipe(EditkitModel):
     image_size: int = Field(64, ge=16, le=512, description="EditWorld image size.")
     seed: int = Field(0, description="Seed of data and initialisation.")
     norm: float = Field(20.0, gt=0, le=1000, description="Norm of the ImageBind embeddings (the guide's `norm`).")
+    train_unet: bool = Field(False, description="Phase 1 also trains the UNet and writes it into the folder "
+                             "(default: only the IP-Adapter is trained, on the frozen ip2p UNet, as the reference "
+                             "trains its adapter, and the folder points at the ip2p folder for the pipeline).")
     diffusion_steps: int = Field(3000, ge=0, le=10_000_000, description="Phase 1 steps (UNet + IP-Adapter).")
     diffusion_lr: float = Field(3e-4, gt=0, le=1.0, description="Phase 1 peak learning rate (cosine).")
     diffusion_batch_size: int = Field(32, ge=1, le=4096, description="Phase 1 samples per step.")
@@ -66,6 +72,9 @@ class Any2PixRecipe(EditkitModel):
     prior_steps: int = Field(1000, ge=0, le=10_000_000, description="Phase 3 steps (refinement prior).")
     prior_lr: float = Field(1e-3, gt=0, le=1.0, description="Phase 3 peak learning rate.")
     prior_dropout: float = Field(0.1, ge=0, le=0.5, description="Phase 3: share of unconditional pairs.")
+    half: bool = Field(True, description="Store the trained weights in float16 and ImageBind compactly (its used "
+                       "towers, the text embedding rows of the EditWorld vocabulary): half the files, same model "
+                       "in float32 at load.")
     log_every: int = Field(50, ge=1, le=100_000, description="Log every N steps.")
 
 
@@ -179,16 +188,11 @@ def llm_loss(lm, in_projector, out_projector, batch, video_id, base_target, gen_
 
 
 # ----------------------------------------------------------------------------------- phase 1
-def four_channel_unet(ip2p_unet):
-    """A text-to-image UNet with the ip2p UNet's weights; ``conv_in`` keeps the noisy-latent channels."""
-    from diffusers import UNet2DConditionModel
-
-    config = {k: v for k, v in ip2p_unet.config.items() if not k.startswith("_")}
-    unet = UNet2DConditionModel(**{**config, "in_channels": 4})
-    state = ip2p_unet.state_dict()
-    state["conv_in.weight"] = state["conv_in.weight"][:, :4].clone()
-    unet.load_state_dict(state)
-    return unet
+def adapter_parameters(unet) -> list[torch.nn.Parameter]:
+    """The IP-Adapter's own weights in a UNet with diffusers' IP-Adapter processors: the image projection and the
+    decoupled cross-attention keys/values (what the reference trains; the UNet itself stays frozen)."""
+    return [p for name, p in unet.named_parameters()
+            if name.startswith("encoder_hid_proj.") or ".to_k_ip." in name or ".to_v_ip." in name]
 
 
 def adapter_state(unet) -> dict[str, dict[str, torch.Tensor]]:
@@ -223,10 +227,12 @@ def train_diffusion(recipe, samples, embeds, comps, log, progress):
 
     layout = _plugin("layout")
     vae, text_encoder, tokenizer = comps.vae, comps.text_encoder, comps.tokenizer
-    base = four_channel_unet(comps.unet)
-    unet = copy.deepcopy(base)
+    base = text_to_image_unet(comps.unet)
+    unet = copy.deepcopy(base) if recipe.train_unet else base
     layout.attach_adapter(unet, layout.random_adapter(unet, embeds["target"].shape[1], recipe.seed), 1.0)
-    unet.train().requires_grad_(True)
+    unet.train().requires_grad_(recipe.train_unet)
+    for p in adapter_parameters(unet):
+        p.requires_grad_(True)
     scale = float(vae.config.scaling_factor)
     x0_all = encode_pool(vae, [s.target for s in samples]) * scale
     with torch.no_grad():
@@ -265,7 +271,7 @@ def train_diffusion(recipe, samples, embeds, comps, log, progress):
         if step % recipe.log_every == 0 or step == recipe.diffusion_steps - 1:
             log.write(phase="diffusion", step=step, loss=round(loss.item(), 5))
     unet.eval().requires_grad_(False)
-    return plain_unet(unet, base), adapter_state(unet)
+    return (plain_unet(unet, base) if recipe.train_unet else None), adapter_state(unet)
 
 
 # ----------------------------------------------------------------------------------- phases 2 and 3
@@ -335,6 +341,23 @@ def train_prior(recipe, gens, targets, prior, log, progress):
 
 
 # ----------------------------------------------------------------------------------- recipe
+def storage(recipe: Any2PixRecipe) -> dict[str, Any]:
+    """``layout.save`` options of the recipe's ``half`` setting."""
+    if not recipe.half:
+        return {}
+    from .. import editworld
+
+    return {"storage_dtype": torch.float16, "text_vocabulary": sorted(editworld.vocabulary())}
+
+
+def relative_folder(target: Path, start: Path) -> str:
+    """``target`` as the layout's relative pipeline path seen from ``start`` ("../editworld-tiny")."""
+    import os
+
+    rel = os.path.relpath(Path(target).resolve(), Path(start).resolve())
+    return rel if rel.startswith("..") else "./" + rel
+
+
 def train_any2pix(recipe: Any2PixRecipe, progress: bool = True) -> dict[str, Any]:
     from ..backend.components import Components, load_components
     layout, language, prior_mod, tiny = _plugin("layout"), _plugin("language"), _plugin("prior"), _plugin("tiny")
@@ -364,12 +387,14 @@ def train_any2pix(recipe: Any2PixRecipe, progress: bool = True) -> dict[str, Any
     gens = gen_readouts(batches, embeds, lm, in_projector, out_projector)
     prior = train_prior(recipe, gens, embeds["target"], prior, log, progress)
 
-    components = Components(unet=unet, vae=comps.vae, scheduler_config=dict(comps.scheduler_config),
-                            text_encoder=comps.text_encoder, tokenizer=comps.tokenizer)
+    components, pipeline = None, relative_folder(recipe.ip2p, recipe.out)
+    if unet is not None:  # a trained UNet of its own: a self-contained folder
+        components, pipeline = Components(unet=unet, vae=comps.vae, scheduler_config=dict(comps.scheduler_config),
+                                          text_encoder=comps.text_encoder, tokenizer=comps.tokenizer), "."
     layout.save(recipe.out, encoder=encoder, lm=lm, tokenizer=tokenizer, in_projector=in_projector,
-                out_projector=out_projector, prior=prior, adapter=adapter, components=components,
+                out_projector=out_projector, prior=prior, adapter=adapter, components=components, pipeline=pipeline,
                 audio=encoder.audio, image_size=encoder.image_size, norm=recipe.norm,
-                llm_meta={"prompt_prefix": "", "negative_prompt": ""})
+                llm_meta={"prompt_prefix": "", "negative_prompt": ""}, **storage(recipe))
     cos = F.cosine_similarity(gens, embeds["target"], dim=-1).mean().item()
     results = {"pool": len(samples), "train_gen_cosine": round(cos, 4)}
     log.write(done=True, **results)

@@ -124,6 +124,15 @@ def vision_input(images: list[Any], size: int) -> torch.Tensor:
     return (x - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
 
 
+#: The state-dict key of the text token embedding, and its compact form (row index + those rows).
+TEXT_EMBEDDING = "modality_preprocessors.text.token_embedding.weight"
+TEXT_ROWS, TEXT_VALUES = "modality_preprocessors.text.token_embedding.rows", "modality_preprocessors.text.token_embedding.values"
+#: ImageBind towers editkit never runs (a compact state dict leaves them out; they keep their initialisation).
+UNUSED_TOWERS = ("depth", "thermal", "imu")
+UNUSED_PREFIXES = tuple(f"modality_{part}.{m}." for m in UNUSED_TOWERS
+                        for part in ("preprocessors", "trunks", "heads", "postprocessors"))
+
+
 class ImageBindEncoder:
     """Joint embeddings of images, audio clips and texts from one ImageBind model."""
 
@@ -142,12 +151,40 @@ class ImageBindEncoder:
     @classmethod
     def from_files(cls, config: dict[str, Any], weights: str, what: str) -> "ImageBindEncoder":
         """An encoder from its config (``{"model": ..., "image_size": ..., "audio": {...}}``, as the any2pix folder
-        and the ``imagebind`` recipe write it) and a safetensors state dict; ``what`` names it in errors."""
-        from editkit.weights import load_into
+        and the ``imagebind`` recipe write it) and a safetensors state dict, full or compact
+        (:meth:`compact_state`); ``what`` names it in errors."""
+        from editkit.weights import load_state_dict, load_state_into
 
         encoder = cls(config["model"], config.get("image_size", 224), AudioSettings(**config.get("audio", {})))
-        load_into(encoder.model, weights, what)
+        state = load_state_dict(weights)
+        ignore: tuple[str, ...] = ()
+        if TEXT_ROWS in state:  # compact: the stored rows of the text embedding, the unused towers left out
+            dense = torch.zeros_like(encoder.model.state_dict()[TEXT_EMBEDDING])
+            rows = state.pop(TEXT_ROWS).long()
+            if rows.numel() and (rows.min() < 0 or rows.max() >= dense.shape[0]):
+                from editkit.errors import InvalidInputError
+
+                raise InvalidInputError(f"{what}: checkpoint '{weights}' has text embedding rows outside the vocabulary")
+            dense[rows] = state.pop(TEXT_VALUES).to(dense.dtype)
+            state[TEXT_EMBEDDING] = dense
+            ignore = UNUSED_PREFIXES
+        load_state_into(encoder.model, state, what, weights, ignore)
         return encoder
+
+    def compact_state(self, texts: list[str], dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+        """The state dict for storage of a small trained model: the towers editkit uses (vision, text, audio),
+        the text token embedding reduced to the rows that ``texts`` tokenise to (an index + those rows; the
+        other rows load as zeros), floating tensors cast to ``dtype``. :meth:`from_files` reads it back."""
+        rows = torch.unique(self.tokenizer(list(texts)).flatten())
+        out = {}
+        for k, v in self.model.state_dict().items():
+            if k.startswith(UNUSED_PREFIXES):
+                continue
+            if k == TEXT_EMBEDDING:
+                out[TEXT_ROWS], v = rows.to(torch.int64), v[rows]
+                k = TEXT_VALUES
+            out[k] = (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
+        return out
 
     @property
     def device(self) -> torch.device:

@@ -21,23 +21,23 @@ class Any2PixGuide(Guide):
 
     @classmethod
     def contract_options(cls) -> dict[str, Any]:
-        """Until tiny EditWorld weights are committed: a scripted random folder (plumbing only), built once per
-        process; without the optional ImageBind code the contract is skipped."""
+        """The committed tiny EditWorld weights, or a scripted random folder (plumbing only, built once per
+        process) where they are absent; without the optional ImageBind code the contract is skipped."""
         from . import layout
+        from .encoders import import_imagebind
 
+        try:
+            import_imagebind()
+        except GuideLoadError as exc:
+            import pytest
+
+            pytest.skip(str(exc))
         options: dict[str, Any] = {"steps": 2, "progress": False}
         if not (layout.EDITWORLD_ANY2PIX / layout.CONFIG_FILE).is_file():
             from editkit.testing import temporary_weights
 
-            from .encoders import import_imagebind
             from .tiny import build_folder
 
-            try:
-                import_imagebind()
-            except GuideLoadError as exc:
-                import pytest
-
-                pytest.skip(str(exc))
             options["model"] = temporary_weights("any2pix-contract", build_folder)
         return options
 
@@ -46,6 +46,7 @@ class Any2PixGuide(Guide):
 
         from editkit.backend import LatentDiffusionBackend, load_components
         from editkit.backend.cache import resolve_device
+        from editkit.backend.components import text_to_image_unet
 
         from . import layout
 
@@ -55,6 +56,7 @@ class Any2PixGuide(Guide):
         self.weights = layout.load(cfg.model, device=device, dtype=dtype)
         # own backend: the IP-Adapter processors change the UNet, so it is never shared with other guides
         comps = load_components(self.weights.pipeline)
+        comps.unet = text_to_image_unet(comps.unet)  # an ip2p UNet without its source channels
         self.backend = LatentDiffusionBackend(comps, device=device, dtype=dtype)
         layout.attach_adapter(self.backend.unet, self.weights.adapter, cfg.adapter_scale)
         unet = self.backend.unet.to(self.backend.device)  # the adapter's new layers

@@ -10,7 +10,12 @@ Layout::
     prior.safetensors        the refinement prior
     ip_adapter.safetensors   image_proj.* and ip_adapter.{k}.to_{k,v}_ip.weight (diffusers' IP-Adapter format)
     unet/ vae/ scheduler/ text_encoder/ tokenizer/   the diffusion pipeline when "pipeline" is "." (else a
-                                                     folder or hub id holding them)
+                                                     folder relative to this one, e.g. "../editworld-tiny",
+                                                     an absolute folder or a hub id holding them)
+
+An 8-channel InstructPix2Pix UNet in the pipeline is used as the text-to-image UNet it contains (zero source
+latents, :func:`editkit.backend.components.text_to_image_unet`), so an adapter trained on a frozen ip2p UNet
+needs no second copy of it.
 """
 from __future__ import annotations
 
@@ -78,14 +83,24 @@ def load(model: str, device: str = "cpu", dtype: torch.dtype = torch.float32) ->
                                    if k.startswith("out_projector.")})
     prior = RefinementPrior(PriorConfig(**cfg["prior"]))
     load_into(prior, str(folder / "prior.safetensors"), "guide 'any2pix': refinement prior")
-    flat = load_state_dict(folder / "ip_adapter.safetensors")
+    flat = {k: v.to(dtype) for k, v in load_state_dict(folder / "ip_adapter.safetensors").items()}
     adapter = {"image_proj": {k[len("image_proj."):]: v for k, v in flat.items() if k.startswith("image_proj.")},
                "ip_adapter": {k[len("ip_adapter."):]: v for k, v in flat.items() if k.startswith("ip_adapter.")}}
     llm = Any2PixLLM(lm.to(device), tokenizer, in_projector.to(device, dtype), out_projector.to(device, dtype),
                      cfg["llm"].get("template", VICUNA_V1))
     encoder.model.to(device)
+    return Loaded(encoder, llm, prior.to(device).eval(), adapter, pipeline_source(folder, cfg), cfg)
+
+
+def pipeline_source(folder: Path, cfg: dict[str, Any]) -> str:
+    """Where the diffusion pipeline lives: "." = this folder, "../x" or "./x" = relative to it (the committed
+    tiny weights share the ip2p folder's UNet, VAE and text encoder), else a folder or hub id."""
     pipeline = cfg["diffusion"].get("pipeline", ".")
-    return Loaded(encoder, llm, prior.to(device).eval(), adapter, str(folder if pipeline == "." else pipeline), cfg)
+    if pipeline == ".":
+        return str(folder)
+    if pipeline.startswith(("./", "../")):
+        return str((folder / pipeline).resolve())
+    return pipeline
 
 
 def attach_adapter(unet, adapter: dict[str, dict[str, torch.Tensor]], scale: float) -> None:
@@ -124,7 +139,10 @@ def random_adapter(unet, embed_dim: int, seed: int = 0) -> dict[str, dict[str, t
 
 def save(folder: str | Path, *, encoder: ImageBindEncoder, lm, tokenizer, in_projector, out_projector,
          prior: RefinementPrior, adapter: dict, components=None, pipeline: str = ".", audio: AudioSettings,
-         image_size: int, llm_meta: dict | None = None, norm: float = 20.0) -> Path:
+         image_size: int, llm_meta: dict | None = None, norm: float = 20.0,
+         storage_dtype: torch.dtype = torch.float32, text_vocabulary: list[str] | None = None) -> Path:
+    """Write an any2pix folder. ``storage_dtype`` float16 halves the files of small trained models (they load
+    back in the guide's dtype); ``text_vocabulary`` stores ImageBind compactly (:meth:`ImageBindEncoder.compact_state`)."""
     from dataclasses import asdict
 
     from safetensors.torch import save_file
@@ -132,16 +150,24 @@ def save(folder: str | Path, *, encoder: ImageBindEncoder, lm, tokenizer, in_pro
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
 
-    def tensors(module, prefix=""):
-        return {prefix + k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    def cast(v):
+        return (v.to(storage_dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
 
-    save_file(tensors(encoder.model), str(folder / "imagebind.safetensors"))
+    def tensors(module, prefix=""):
+        return {prefix + k: cast(v) for k, v in module.state_dict().items()}
+
+    save_file(encoder.compact_state(text_vocabulary, storage_dtype) if text_vocabulary is not None
+              else tensors(encoder.model), str(folder / "imagebind.safetensors"))
+    if storage_dtype != torch.float32:
+        import copy
+
+        lm = copy.deepcopy(lm).to(storage_dtype)
     lm.save_pretrained(folder / "llm", safe_serialization=True)
     tokenizer.save_pretrained(folder / "llm")
     save_file({**tensors(in_projector, "in_projector."), **tensors(out_projector, "out_projector.")},
               str(folder / "projectors.safetensors"))
     save_file(tensors(prior), str(folder / "prior.safetensors"))
-    save_file({f"{part}.{k}": v.contiguous() for part in ("image_proj", "ip_adapter") for k, v in adapter[part].items()},
+    save_file({f"{part}.{k}": cast(v) for part in ("image_proj", "ip_adapter") for k, v in adapter[part].items()},
               str(folder / "ip_adapter.safetensors"))
     if components is not None:
         from editkit.backend.tiny import save_components
