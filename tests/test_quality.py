@@ -108,3 +108,39 @@ def test_committed_mgie_writes_the_explicit_rewrite():
     hits = [normalize_text(t or "").rstrip(" .") == normalize_text(s.rewrite).rstrip(" .")
             for t, s in zip(result.text, samples)]
     assert np.mean(hits) >= MGIE_EXPLICIT_FLOOR, (np.mean(hits), result.text[:3])
+
+
+def test_committed_tiny_weights_fit_the_40_mb_budget():
+    assets = EDITWORLD_WEIGHTS.parent
+    total = sum(p.stat().st_size for p in assets.rglob("*") if p.is_file())
+    assert total <= 40 * 2**20, f"committed tiny weights are {total / 2**20:.1f} MiB (budget 40)"
+
+
+def test_committed_any2pix_reads_its_references():
+    """The tiny any2pix LLM answers in the grammar, picks the source as [base] among the image inputs, and its
+    [gen] read-out is nearer the target's ImageBind embedding than the source's is (docs/guides/any2pix.md)."""
+    from editkit.errors import GuideLoadError
+    from editkit_any2pix import layout, mixing
+    from editkit_any2pix.encoders import import_imagebind
+
+    try:
+        import_imagebind()
+    except GuideLoadError:
+        pytest.skip("optional extra not installed (imagebind-unofficial)")
+    if not (layout.EDITWORLD_ANY2PIX / layout.CONFIG_FILE).is_file():
+        pytest.skip("tiny any2pix weights not committed")
+    guide = editkit.load_guide("any2pix", progress=False)
+    assert guide.sampling_value("cfg") == 3.0 and guide.sampling_value("steps") == 10  # the folder's recommendation
+    w = guide.weights
+    samples = generate("test", 8, seed=0, types=["replace_image", "add_image"])
+    closer = 0
+    for s in samples:
+        feats = mixing.to_norm(torch.cat([w.encoder.encode_images([Image.fromarray(s.source)]),
+                                          w.encoder.encode_images([Image.fromarray(s.inputs["image1"])])]), 20.0)
+        answer = w.llm.answer(s.instruction, feats, temperature=0.0, max_new_tokens=100, seed=0)
+        assert answer.base is not None and answer.gen is not None
+        assert int((mixing.to_norm(answer.base[None], 20.0) @ feats.T).argmax()) == 0  # the source is the base
+        target = mixing.to_norm(w.encoder.encode_images([Image.fromarray(s.target)]), 20.0)[0]
+        closer += float(torch.cosine_similarity(answer.gen, target, dim=0)) > float(
+            torch.cosine_similarity(feats[0], target, dim=0))
+    assert closer >= 4, f"[gen] nearer the target than the source in only {closer} of 8"

@@ -73,7 +73,8 @@ def load_guide(spec: BenchSpec):
     from .. import api, registry
     from ..errors import InvalidInputError
 
-    known = set(registry.load_guide_class(spec.guide).Config.model_fields)
+    cls = registry.load_guide_class(spec.guide)
+    known = set(cls.Config.model_fields) - set(getattr(cls, "unsupported_fast_paths", ()))
     guide = api._guide_instance(spec.guide, guide_options(spec, known))
     if spec.size == "tiny":
         api._ensure_loaded(guide)

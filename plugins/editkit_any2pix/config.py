@@ -10,8 +10,10 @@ class Any2PixConfig(DiffusionGuideConfig):
     model: str = Field("editworld", min_length=1, description="An editkit any2pix weights folder (ImageBind, LLM, "
                        "projectors, prior, IP-Adapter, diffusion pipeline); 'editworld' = the committed tiny "
                        "EditWorld weights.")
-    steps: int = Field(25, ge=1, le=1000, description="Sampling steps (DDIM), also used for the inversion.")
-    cfg: float = Field(10.0, ge=0.0, le=50.0, description="Classifier-free guidance scale (reference 10).")
+    steps: int | None = Field(None, ge=1, le=1000, description="Sampling steps (DDIM), also used for the inversion; "
+                              "None: the weights' recommendation ('sampling' in any2pix_config.json), else 25.")
+    cfg: float | None = Field(None, ge=0.0, le=50.0, description="Classifier-free guidance scale; None: the "
+                              "weights' recommendation ('sampling' in any2pix_config.json), else the reference 10.")
     alpha: float = Field(0.7, ge=0.0, le=1.0, description="Consistency: weight of the DDIM-inverted base latents in "
                          "the norm-preserving mix with fresh noise (1 = start from the inversion only).")
     h_base: float = Field(0.0, ge=-5.0, le=5.0, description="h0: weight of the base input's embedding in the mix.")

@@ -11,11 +11,15 @@ from editkit.types import Conditioning, EditRequest
 from .config import Any2PixConfig
 
 MAX_REFERENCES = 3
+#: The reference's sampling settings, used when neither the options nor the weights' "sampling" set them.
+REFERENCE_SAMPLING = {"steps": 25, "cfg": 10.0}
 
 
 class Any2PixGuide(Guide):
     name = "any2pix"
     Config = Any2PixConfig
+    #: diffusers' fused QKV processors replace the IP-Adapter's decoupled cross-attention, so the bench skips it
+    unsupported_fast_paths: ClassVar[frozenset[str]] = frozenset({"fuse_qkv"})
     accepts: ClassVar[frozenset[str]] = frozenset(
         [f"image{i}" for i in range(1, MAX_REFERENCES + 1)] + [f"audio{i}" for i in range(1, MAX_REFERENCES + 1)])
 
@@ -64,6 +68,13 @@ class Any2PixGuide(Guide):
             unet.to(dtype=dtype)
         unet.requires_grad_(False)
         self._texts: list[str | None] = []
+
+    def sampling_value(self, name: str):
+        """Option ``name`` (steps, cfg) as set, else the weights' recommendation, else the reference."""
+        value = getattr(self.config, name)
+        if value is not None:
+            return value
+        return self.weights.config.get("sampling", {}).get(name, REFERENCE_SAMPLING[name])
 
     def text_output(self, request: EditRequest) -> list[str | None]:
         return list(self._texts)
@@ -115,7 +126,7 @@ class Any2PixGuide(Guide):
         meta = w.config.get("llm", {})
         null_text = backend.encode_text([""])
         zeros = torch.zeros_like(condition)
-        inverted = backend.invert(latents, null_text.expand(len(base_images), -1, -1), steps=cfg.steps,
+        inverted = backend.invert(latents, null_text.expand(len(base_images), -1, -1), steps=self.sampling_value("steps"),
                                   unet_kwargs={"added_cond_kwargs": {"image_embeds": [zeros[:, None].to(
                                       backend.device, backend.dtype)]}})
         gen_noise = [torch.Generator().manual_seed(s) for s in request.seeds()]
@@ -129,13 +140,13 @@ class Any2PixGuide(Guide):
             cond=backend.encode_text(prompts),
             null=backend.encode_text([negative]),
             mode="noise",
-            text_scale=cfg.cfg,
+            text_scale=float(self.sampling_value("cfg")),
             init_latents=init,
             extra={"image_embeds": condition.to(backend.device, backend.dtype), "null_image_embeds": zeros},
         )
 
     def sampling_options(self) -> dict[str, Any]:
-        return {"steps": self.config.steps, "scheduler": "ddim", "progress": self.config.progress}
+        return {"steps": self.sampling_value("steps"), "scheduler": "ddim", "progress": self.config.progress}
 
     def edit(self, request: EditRequest):
         result = super().edit(request)
