@@ -239,3 +239,23 @@ def test_relative_pipeline_paths_resolve_against_the_folder(tmp_path):
     assert pipeline_source(folder, {"diffusion": {"pipeline": "."}}) == str(folder)
     assert pipeline_source(folder, {"diffusion": {"pipeline": "../editworld-tiny"}}) == str(tmp_path / "editworld-tiny")
     assert pipeline_source(folder, {"diffusion": {"pipeline": "org/model"}}) == "org/model"
+
+
+def test_quantize_is_validated_and_needs_bitsandbytes_and_cuda(monkeypatch):
+    import importlib.util
+
+    from editkit.errors import GuideConfigError
+    from editkit.quantization import check_quantize, quantized_kwargs
+    from editkit_any2pix import Any2PixGuide
+
+    with pytest.raises(GuideConfigError, match="guide 'any2pix': option 'quantize'"):
+        Any2PixGuide(quantize="2bit")
+    check_quantize("any2pix", "none", "cpu")  # nothing to check
+    assert quantized_kwargs("none", torch.float16, "cuda", ["lm_head"]) == {}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else object())
+    with pytest.raises(GuideConfigError, match="option 'quantize'.*needs bitsandbytes"):
+        check_quantize("any2pix", "8bit", "cuda")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    with pytest.raises(GuideConfigError, match="option 'quantize'.*needs a CUDA device"):
+        check_quantize("any2pix", "4bit", "cpu")
+    check_quantize("any2pix", "4bit", "cuda:0")

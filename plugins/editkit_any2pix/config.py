@@ -4,6 +4,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from editkit.config import DiffusionGuideConfig
+from editkit.quantization import Quantize
 
 
 class Any2PixConfig(DiffusionGuideConfig):
@@ -28,3 +29,5 @@ class Any2PixConfig(DiffusionGuideConfig):
     temperature: float = Field(0.3, ge=0.0, le=5.0, description="LLM sampling temperature (0 = greedy); sampling is "
                                "seeded by the request's seed.")
     max_new_tokens: int = Field(100, ge=8, le=1024, description="LLM generation limit.")
+    quantize: Quantize = Field("none", description="Load the LLM in 8 or 4 bits with bitsandbytes (CUDA only, "
+                               "optional dependency); ImageBind, projectors and prior stay in `dtype`.")

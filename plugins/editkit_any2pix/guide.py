@@ -51,13 +51,15 @@ class Any2PixGuide(Guide):
         from editkit.backend import LatentDiffusionBackend, load_components
         from editkit.backend.cache import resolve_device
         from editkit.backend.components import text_to_image_unet
+        from editkit.quantization import check_quantize
 
         from . import layout
 
         cfg = self.config
         dtype = getattr(torch, cfg.dtype)
         device = resolve_device(cfg.device)
-        self.weights = layout.load(cfg.model, device=device, dtype=dtype)
+        check_quantize(self.name, cfg.quantize, device)
+        self.weights = layout.load(cfg.model, device=device, dtype=dtype, quantize=cfg.quantize)
         # own backend: the IP-Adapter processors change the UNet, so it is never shared with other guides
         comps = load_components(self.weights.pipeline)
         comps.unet = text_to_image_unet(comps.unet)  # an ip2p UNet without its source channels

@@ -61,7 +61,7 @@ def resolve(model: str) -> Path:
     return folder
 
 
-def load(model: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Loaded:
+def load(model: str, device: str = "cpu", dtype: torch.dtype = torch.float32, quantize: str = "none") -> Loaded:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from editkit.weights import load_into, load_state_dict
@@ -73,7 +73,10 @@ def load(model: str, device: str = "cpu", dtype: torch.dtype = torch.float32) ->
     encoder = ImageBindEncoder.from_files(cfg["imagebind"], str(folder / "imagebind.safetensors"),
                                           "guide 'any2pix': ImageBind")
     tokenizer = AutoTokenizer.from_pretrained(folder / "llm")
-    lm = AutoModelForCausalLM.from_pretrained(folder / "llm", dtype=dtype)
+    from editkit.quantization import quantized_kwargs
+
+    lm = AutoModelForCausalLM.from_pretrained(folder / "llm", dtype=dtype,
+                                              **quantized_kwargs(quantize, dtype, device, ["lm_head"]))
     proj = cfg["projectors"]
     d, w = proj["embed_dim"], proj["llm_width"]
     in_projector, out_projector = mlp(d, w, w), mlp(w, w, d)
@@ -86,7 +89,7 @@ def load(model: str, device: str = "cpu", dtype: torch.dtype = torch.float32) ->
     flat = {k: v.to(dtype) for k, v in load_state_dict(folder / "ip_adapter.safetensors").items()}
     adapter = {"image_proj": {k[len("image_proj."):]: v for k, v in flat.items() if k.startswith("image_proj.")},
                "ip_adapter": {k[len("ip_adapter."):]: v for k, v in flat.items() if k.startswith("ip_adapter.")}}
-    llm = Any2PixLLM(lm.to(device), tokenizer, in_projector.to(device, dtype), out_projector.to(device, dtype),
+    llm = Any2PixLLM(lm if quantize != "none" else lm.to(device), tokenizer, in_projector.to(device, dtype), out_projector.to(device, dtype),
                      cfg["llm"].get("template", VICUNA_V1))
     encoder.model.to(device)
     return Loaded(encoder, llm, prior.to(device).eval(), adapter, pipeline_source(folder, cfg), cfg)

@@ -2,7 +2,6 @@
 states, through the edit head, condition an InstructPix2Pix UNet (Fu et al., ICLR 2024)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from typing import Any
@@ -39,17 +38,14 @@ class MGIEGuide(Guide):
         import torch
 
         from editkit.backend.cache import resolve_device
+        from editkit.quantization import check_quantize
 
         from .layout import diffusion_loader, load
 
         cfg = self.config
         self._check_llm_options()
-        if cfg.quantize != "none":
-            if importlib.util.find_spec("bitsandbytes") is None:
-                raise GuideConfigError(self.name, "quantize", "needs bitsandbytes (pip install bitsandbytes)")
-            if not resolve_device(cfg.device).startswith("cuda"):
-                raise GuideConfigError(self.name, "quantize", "8/4-bit loading needs a CUDA device")
         device = resolve_device(cfg.device)
+        check_quantize(self.name, cfg.quantize, device)
         dtype = getattr(torch, cfg.dtype)
         parts = load(cfg.model, device=device, dtype=dtype, quantize=cfg.quantize,
                      vision_tower=cfg.vision_tower, pipeline=cfg.pipeline)

@@ -137,14 +137,10 @@ def _load_editkit(path: Path, device: str, dtype: torch.dtype, quantize: str) ->
     config = json.loads((path / CONFIG_FILE).read_text())
     if config.get("format") != FORMAT:
         raise GuideLoadError(f"guide 'mgie': {path / CONFIG_FILE} is not an editkit MGIE config")
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if quantize != "none":
-        from transformers import BitsAndBytesConfig
+    from editkit.quantization import quantized_kwargs
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_8bit=quantize == "8bit", load_in_4bit=quantize == "4bit", bnb_4bit_compute_dtype=dtype,
-            llm_int8_skip_modules=["vision_tower", "multi_modal_projector", "lm_head"])
-        kwargs["device_map"] = {"": device}
+    kwargs: dict[str, Any] = {"dtype": dtype, **quantized_kwargs(quantize, dtype, device,
+                                                                 ["vision_tower", "multi_modal_projector", "lm_head"])}
     try:
         model = LlavaForConditionalGeneration.from_pretrained(path / "llm", use_safetensors=True, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path / "llm")
