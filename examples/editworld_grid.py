@@ -2,6 +2,7 @@
 
     python examples/editworld_grid.py --out docs/img/ip2p_editworld.png --guides ip2p
     python examples/editworld_grid.py --out docs/img/mgie_referring.png --guides mgie,ip2p --types referring
+    python examples/editworld_grid.py --out docs/img/any2pix_editworld.png --guides any2pix --types multimodal
     python examples/editworld_grid.py --out docs/img/blended_editworld.png --guides blended --types recolour+add+replace \
         --set blended.clip_guidance_scale=1000 --set blended.augmentations=4 --set blended.guidance_gradient=x0
 
@@ -26,12 +27,24 @@ TEXT_W = 330
 
 
 def run_guide(name: str, samples, seed: int, options: dict):
+    """(output images, text outputs or None) of one guide; samples with extra inputs ([image1], [audio1]) are
+    edited one by one, since a request's inputs are shared by its images."""
     guide = editkit.load_guide(name, progress=False, **options)
-    masks = None
-    if "mask" in guide.needs:
-        masks = [Image.fromarray(s.mask.astype(np.uint8) * 255) for s in samples]
-    return guide.edit(EditRequest(images=[Image.fromarray(s.source) for s in samples],
-                                  instructions=[s.instruction for s in samples], masks=masks, seed=seed))
+
+    def edit(batch, inputs):
+        masks = None
+        if "mask" in guide.needs:
+            masks = [Image.fromarray(s.mask.astype(np.uint8) * 255) for s in batch]
+        return guide.edit(EditRequest(images=[Image.fromarray(s.source) for s in batch], inputs=inputs,
+                                      instructions=[s.instruction for s in batch], masks=masks, seed=seed))
+
+    if not any(s.inputs for s in samples):
+        result = edit(samples, {})
+        return result.images, result.text
+    results = [edit([s], {k: Image.fromarray(v) if k.startswith("image") else v for k, v in s.inputs.items()})
+               for s in samples]
+    texts = [r.text[0] if r.text else None for r in results]
+    return [r.images[0] for r in results], (texts if any(texts) else None)
 
 
 def main() -> None:
@@ -67,13 +80,13 @@ def main() -> None:
         d.text((side + 8, 22), s.instruction, fill="black")
         y = 40
         for name in names:
-            text = results[name].text[i] if results[name].text else None
+            text = results[name][1][i] if results[name][1] else None
             if text:
                 d.text((side + 8, y), f"{name}: {text}"[:60], fill=(30, 60, 160))
                 y += 16
         x = side + TEXT_W
         for name in names:
-            out = results[name].images[i]
+            out = results[name][0][i]
             ok = edit_success(np.asarray(out), s)
             row.paste(out.resize((side, side), Image.NEAREST), (x, 4))
             d.text((x, side + 8), "success" if ok else "FAIL", fill=(0, 130, 0) if ok else (200, 0, 0))
