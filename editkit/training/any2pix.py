@@ -121,7 +121,7 @@ def embed_samples(encoder, samples, norm: float, batch: int = 128) -> dict[str, 
     if audio_slots:
         feats[audio_slots] = encode(encoder.encode_audio, [samples[slots[k][0]].inputs[slots[k][1]] for k in audio_slots])
     feats = mixing.to_norm(feats, norm)
-    counts = [len(language.references(s.instruction)) for s in samples]
+    counts = np.bincount([i for i, _ in slots], minlength=len(samples)).tolist()
     refs = list(torch.split(feats, counts))  # slots are in sample order, so each sample's rows are contiguous
     return {"source": src, "target": tgt, "references": refs}
 

@@ -133,6 +133,11 @@ UNUSED_PREFIXES = tuple(f"modality_{part}.{m}." for m in UNUSED_TOWERS
                         for part in ("preprocessors", "trunks", "heads", "postprocessors"))
 
 
+def stored(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A tensor as a weights file keeps it: floating tensors in ``dtype``, detached, contiguous, on the CPU."""
+    return (tensor.to(dtype) if tensor.is_floating_point() else tensor).detach().contiguous().cpu()
+
+
 class ImageBindEncoder:
     """Joint embeddings of images, audio clips and texts from one ImageBind model."""
 
@@ -183,7 +188,7 @@ class ImageBindEncoder:
             if k == TEXT_EMBEDDING:
                 out[TEXT_ROWS], v = rows.to(torch.int64), v[rows]
                 k = TEXT_VALUES
-            out[k] = (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
+            out[k] = stored(v, dtype)
         return out
 
     @property

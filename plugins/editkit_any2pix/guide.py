@@ -63,6 +63,9 @@ class Any2PixGuide(Guide):
         # own backend: the IP-Adapter processors change the UNet, so it is never shared with other guides
         comps = load_components(self.weights.pipeline)
         comps.unet = text_to_image_unet(comps.unet)  # an ip2p UNet without its source channels
+        # the recommendation is this folder's, not the pipeline folder's (whose editkit_sampling.json is ip2p's)
+        comps.extra["sampling"] = {k: v for k, v in self.weights.config.get("sampling", {}).items()
+                                   if not k.startswith("_")}
         self.backend = LatentDiffusionBackend(comps, device=device, dtype=dtype)
         layout.attach_adapter(self.backend.unet, self.weights.adapter, cfg.adapter_scale)
         unet = self.backend.unet.to(self.backend.device)  # the adapter's new layers
@@ -74,9 +77,7 @@ class Any2PixGuide(Guide):
     def sampling_value(self, name: str):
         """Option ``name`` (steps, cfg) as set, else the weights' recommendation, else the reference."""
         value = getattr(self.config, name)
-        if value is not None:
-            return value
-        return self.weights.config.get("sampling", {}).get(name, REFERENCE_SAMPLING[name])
+        return value if value is not None else self.backend.recommended(name, REFERENCE_SAMPLING[name])
 
     def text_output(self, request: EditRequest) -> list[str | None]:
         return list(self._texts)

@@ -29,7 +29,7 @@ import torch
 import editkit
 from editkit.errors import GuideLoadError
 
-from .encoders import AudioSettings, ImageBindEncoder
+from .encoders import AudioSettings, ImageBindEncoder, stored
 from .language import VICUNA_V1, Any2PixLLM, mlp
 from .prior import PriorConfig, RefinementPrior
 
@@ -153,11 +153,8 @@ def save(folder: str | Path, *, encoder: ImageBindEncoder, lm, tokenizer, in_pro
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
 
-    def cast(v):
-        return (v.to(storage_dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
-
     def tensors(module, prefix=""):
-        return {prefix + k: cast(v) for k, v in module.state_dict().items()}
+        return {prefix + k: stored(v, storage_dtype) for k, v in module.state_dict().items()}
 
     save_file(encoder.compact_state(text_vocabulary, storage_dtype) if text_vocabulary is not None
               else tensors(encoder.model), str(folder / "imagebind.safetensors"))
@@ -170,7 +167,7 @@ def save(folder: str | Path, *, encoder: ImageBindEncoder, lm, tokenizer, in_pro
     save_file({**tensors(in_projector, "in_projector."), **tensors(out_projector, "out_projector.")},
               str(folder / "projectors.safetensors"))
     save_file(tensors(prior), str(folder / "prior.safetensors"))
-    save_file({f"{part}.{k}": cast(v) for part in ("image_proj", "ip_adapter") for k, v in adapter[part].items()},
+    save_file({f"{part}.{k}": stored(v, storage_dtype) for part in ("image_proj", "ip_adapter") for k, v in adapter[part].items()},
               str(folder / "ip_adapter.safetensors"))
     if components is not None:
         from editkit.backend.tiny import save_components

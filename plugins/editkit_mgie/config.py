@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import Field
 
 from editkit.config import DiffusionGuideConfig, DualGuidanceConfig
+from editkit.quantization import Quantize
 
 
 class MGIEConfig(DualGuidanceConfig, DiffusionGuideConfig):
@@ -38,5 +39,5 @@ class MGIEConfig(DualGuidanceConfig, DiffusionGuideConfig):
     compile_llm: bool = Field(
         False, description="Compile the LLM's decode step (transformers' generate with a static cache, CUDA graphs); "
         "needs llm_cache='static' and a GPU; the first edit compiles.")
-    quantize: Literal["none", "8bit", "4bit"] = Field(
+    quantize: Quantize = Field(
         "none", description="Load the LLM in 8 or 4 bits with bitsandbytes (CUDA only, optional dependency).")
