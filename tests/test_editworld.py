@@ -11,6 +11,7 @@ import pytest
 from editkit import editworld as ew
 from editkit.editworld import generator as gen
 from editkit.editworld.audio import SAMPLE_RATE, object_sound
+from editkit.editworld.dataset import load_dataset, write_dataset
 from editkit.editworld.render import obj_masks, objects_alpha, render_cutout, render_scene
 from editkit.editworld.world import BACKGROUND_AMPLITUDE, POSITION_PHRASE, Obj
 from editkit.errors import InvalidInputError
@@ -219,6 +220,27 @@ def test_multimodal_inputs():
             assert value.dtype == np.float32 and value.shape == (SAMPLE_RATE,)
             assert np.array_equal(value, object_sound(ref.kind, ref.colour, ref.size))
         assert ref.noun() in s.rewrite
+
+
+def test_image_pair_replacement_is_opt_in_and_hands_over_three_images(tmp_path):
+    """``replace_image_pair``: the replaced object and its replacement as cut-outs; only generated when
+    named, so 'all' and the multimodal family keep their samples."""
+    from editkit.eval.editworld_metrics import edit_success
+
+    assert "replace_image_pair" not in ew.EDIT_TYPES and ew.FAMILY_OF["replace_image_pair"] == "multimodal"
+    assert "replace_image_pair" not in ew.resolve_types("all") + ew.resolve_types("multimodal")
+    samples = ew.generate("val", 40, seed=3, types="replace_image_pair")
+    for s in samples:
+        assert set(s.inputs) == {"image1", "image2"} and s.family == "multimodal" and s.action == "replace"
+        assert "[image1]" in s.instruction and "[image2]" in s.instruction
+        old, new = Obj.from_dict(s.edit["object"]), Obj.from_dict(s.edit["result"])
+        assert np.array_equal(s.inputs["image1"], render_cutout(old, 64))
+        assert np.array_equal(s.inputs["image2"], render_cutout(new, 64))
+        assert old.noun() in s.rewrite and new.noun() in s.rewrite
+        assert edit_success(s.target, s) == 1 and edit_success(s.source, s) == 0
+    write_dataset(samples[:3], tmp_path / "d")
+    back = load_dataset(tmp_path / "d")
+    assert [sorted(b.inputs) for b in back] == [["image1", "image2"]] * 3 and back[0].edit_type == "replace_image_pair"
 
 
 def test_sounds_are_deterministic_distinct_and_bounded():

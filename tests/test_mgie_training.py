@@ -123,3 +123,54 @@ def test_mgie_phases_2_3_on_a_newer_ip2p_unet(tmp_path):
     got = UNet2DConditionModel.from_pretrained(tmp_path / "b" / "unet").state_dict()
     want = UNet2DConditionModel.from_pretrained(new / "unet").state_dict()
     assert all(torch.equal(got[k], want[k]) for k in want)  # steps=0: the new ip2p UNet unchanged
+
+
+def test_pretrained_clip_vision_tower_is_exact_frozen_and_normalised_as_trained(tmp_path):
+    """``--vision-tower``: the open_clip image tower becomes LLaVA's tower exactly (every layer), stays frozen
+    through phase 1, LLaVA reads its penultimate layer, and training pixels are normalised as the guide's."""
+    import open_clip
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from editkit.backend.clip import CONFIG_NAME, WEIGHTS_NAME
+    from editkit.training.clip_vision import (check_vision_export, load_vision_tower, vision_tower_config,
+                                              vision_tower_state)
+    from editkit.training.mgie import MGIERecipe, Pool, train_mgie
+
+    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16,
+                                           "patch_size": 8},
+           "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1}}
+    clip_dir = tmp_path / "clip"
+    clip_dir.mkdir()
+    torch.manual_seed(0)
+    clip = open_clip.CLIP(**cfg)
+    (clip_dir / CONFIG_NAME).write_text(json.dumps({"model_cfg": cfg}))
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(clip_dir / WEIGHTS_NAME))
+    tower = CLIPVisionModel(CLIPVisionConfig(**vision_tower_config(clip_dir))).eval()
+    load_vision_tower(tower, clip_dir)
+    assert vision_tower_config(clip_dir)["num_attention_heads"] == 2
+    assert check_vision_export(clip_dir, tower, torch.randn(2, 3, 32, 32)) < 1e-5
+
+    ip2p = save_components(tiny_components(0), tmp_path / "ip2p")
+    train_mgie(MGIERecipe(out=tmp_path / "a", ip2p=ip2p, size="test", image_size=32, pool=8, pretrain_steps=1,
+                          pretrain_batch_size=4, align_steps=0, steps=0, eval_count=0), progress=False)
+    out = tmp_path / "b"
+    train_mgie(MGIERecipe(out=out, ip2p=ip2p, init=tmp_path / "a", vision_tower=clip_dir, size="test",
+                          image_size=32, pool=8, pretrain_steps=3, pretrain_batch_size=4, align_steps=1, steps=0,
+                          batch_size=4, eval_count=0), progress=False)
+    guide = MGIEGuide(model=str(out), steps=2, progress=False)
+    guide.load(BackendCache())
+    model = guide.mllm.model
+    assert model.config.vision_feature_layer == -2 and model.config.vision_config.hidden_size == 32
+    saved = {k.removeprefix("vision_model."): v for k, v in model.model.vision_tower.state_dict().items()}
+    assert all(torch.equal(saved[k], v) for k, v in vision_tower_state(clip_dir).items())  # frozen in phase 1
+    mean = open_clip.constants.OPENAI_DATASET_MEAN
+    assert tuple(guide.mllm.image_processor.image_mean) == tuple(mean)
+
+    from editkit import editworld
+
+    s = editworld.generate("train", 1, seed=0, types="referring", size=32)[0]
+    b = Pool([s], guide.mllm, guide.backend.vae, 1.0, 8).batch(torch.tensor([0]))
+    torch.testing.assert_close(b["pixel_values"], guide.mllm.pixel_values([Image.fromarray(s.source)]))
+    src = Image.fromarray(np.zeros((32, 32, 3), np.uint8))
+    assert guide.edit(EditRequest(images=[src], instructions=["remove the red circle"])).images[0].size == (32, 32)

@@ -144,3 +144,9 @@ def test_committed_any2pix_reads_its_references():
         closer += float(torch.cosine_similarity(answer.gen, target, dim=0)) > float(
             torch.cosine_similarity(feats[0], target, dim=0))
     assert closer >= 4, f"[gen] nearer the target than the source in only {closer} of 8"
+    # three input images ("replace the [image1] with the [image2]": the scene and two cut-outs): still the scene
+    for s in generate("test", 8, seed=0, types="replace_image_pair"):
+        feats = mixing.to_norm(torch.cat([w.encoder.encode_images([Image.fromarray(x)])
+                                          for x in (s.source, s.inputs["image1"], s.inputs["image2"])]), 20.0)
+        answer = w.llm.answer(s.instruction, feats, temperature=0.0, max_new_tokens=100, seed=0)
+        assert answer.base is not None and int((mixing.to_norm(answer.base[None], 20.0) @ feats.T).argmax()) == 0

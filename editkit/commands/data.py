@@ -9,7 +9,8 @@ from typing import Any
 from ..errors import InvalidInputError
 
 SPLITS = ("train", "val", "test")
-TYPE_CHOICES_HELP = "all, explicit, referring, multimodal, or edit types separated by commas (e.g. recolour,remove)"
+TYPE_CHOICES_HELP = ("all, explicit, referring, multimodal, or edit types separated by commas (e.g. recolour,remove; "
+                     "replace_image_pair only when named)")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

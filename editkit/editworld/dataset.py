@@ -28,7 +28,7 @@ from PIL import Image
 
 from ..errors import InvalidInputError
 from .audio import SAMPLE_RATE, read_wav, write_wav
-from .generator import EDIT_TYPES, FAMILY_OF, Sample
+from .generator import FAMILY_OF, Sample
 from .world import Scene
 
 FORMAT = "editworld"
@@ -195,7 +195,7 @@ def _parse(root: Path, rec: Any, where: str) -> Sample:
     if missing:
         raise InvalidInputError(f"{where}: missing field(s) {', '.join(missing)}")
     edit_type = rec["edit_type"]
-    if edit_type not in EDIT_TYPES:
+    if edit_type not in FAMILY_OF:
         raise InvalidInputError(f"{where}: unknown edit_type {edit_type!r}")
     try:
         scene = Scene.from_dict(rec["scene"])

@@ -56,7 +56,11 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "multimodal": MULTIMODAL_TYPES,
 }
 EDIT_TYPES: tuple[str, ...] = EXPLICIT_TYPES + REFERRING_TYPES + MULTIMODAL_TYPES
-FAMILY_OF: dict[str, str] = {t: fam for fam, types in FAMILIES.items() for t in types}
+OPT_IN_TYPES: dict[str, str] = {"replace_image_pair": "multimodal"}
+"""Types generated only when named (``--types replace_image_pair``), so that "all" and the families keep the
+samples they always had. ``replace_image_pair`` ("replace the [image1] with the [image2]") hands a guide three
+images, the scene and two cut-outs: the probe of InstructAny2Pix's [base] retrieval among several inputs."""
+FAMILY_OF: dict[str, str] = {**{t: fam for fam, types in FAMILIES.items() for t in types}, **OPT_IN_TYPES}
 ACTIONS: tuple[str, ...] = EXPLICIT_TYPES
 """What an edit does to the scene; referring and multimodal edits use one of these too."""
 REFERRING_ACTIONS: tuple[str, ...] = ("recolour", "remove", "replace", "move")
@@ -117,6 +121,7 @@ T_MM_ADD = ("add the {m} {where}", "put the {m} {where}", "place the {m} {where}
 T_MM_REPLACE = ("replace {ref} with the {m}", "replace {ref} with {m}", "swap {ref} for the {m}",
                 "turn {ref} into the {m}")
 T_MM_REMOVE = ("remove the {m}", "delete the {m}", "take away the {m}", "erase the {m}")
+T_MM_REPLACE_PAIR = ("replace the {a} with the {b}", "swap the {a} for the {b}", "turn the {a} into the {b}")
 
 CAPTION_WORDS = ("a", "an", "empty", "background", "with", "and", ",")
 """Words that :func:`describe` adds around attribute values."""
@@ -221,11 +226,12 @@ def resolve_types(types: str | Sequence[str]) -> tuple[str, ...]:
             chosen: Sequence[str] = EDIT_TYPES
         elif item in FAMILIES:
             chosen = FAMILIES[item]
-        elif item in EDIT_TYPES:
+        elif item in EDIT_TYPES or item in OPT_IN_TYPES:
             chosen = (item,)
         else:
             raise InvalidInputError(
-                f"unknown EditWorld edit type {item!r}; use all, {', '.join(FAMILIES)} or one of: {', '.join(EDIT_TYPES)}"
+                f"unknown EditWorld edit type {item!r}; use all, {', '.join(FAMILIES)} or one of: "
+                f"{', '.join((*EDIT_TYPES, *OPT_IN_TYPES))}"
             )
         out += [t for t in chosen if t not in out]
     if not out:
@@ -491,6 +497,23 @@ class _Generator:
         target = Scene.make([o for o in scene.objects if o != obj], scene.background)
         return _Edit(scene, target, "remove", instr, rewrite_for("remove", obj, None), obj=obj, inputs=inputs,
                      extra={"reference": f"the {marker}"})
+
+    def _b_replace_image_pair(self) -> _Edit:
+        """"replace the [image1] with the [image2]": the object to replace and its replacement both as cut-outs."""
+        rng = self.rng
+        scene = self.scene(1, 4)
+        obj = rng.choice(scene.objects)
+        if sum(1 for o in scene.objects if (o.kind, o.colour, o.size) == (obj.kind, obj.colour, obj.size)) != 1:
+            raise _Retry
+        while True:
+            new = Obj(rng.choice(KINDS), rng.choice(_COLOUR_NAMES), rng.choice(SIZES), obj.position)
+            if (new.kind, new.colour, new.size) != (obj.kind, obj.colour, obj.size):
+                break
+        inputs = {"image1": render_cutout(obj, self.size), "image2": render_cutout(new, self.size)}
+        instr = rng.choice(T_MM_REPLACE_PAIR).format(a="[image1]", b="[image2]")
+        target = Scene.make([o for o in scene.objects if o != obj] + [new], scene.background)
+        return _Edit(scene, target, "replace", instr, rewrite_for("replace", obj, new), obj=obj, result=new,
+                     inputs=inputs, extra={"reference": "the [image1]"})
 
     def _b_add_image(self) -> _Edit:
         return self._mm_add("image")

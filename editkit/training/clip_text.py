@@ -39,6 +39,22 @@ def write_tokenizer(folder: Path, context: int):
     return tok
 
 
+def map_resblocks(state: dict, src_prefix: str, dst_prefix: str, layers: int) -> dict:
+    """open_clip residual blocks (fused ``in_proj`` QKV, ``ln_1``/``ln_2``, ``mlp.c_fc``/``c_proj``) under
+    ``src_prefix`` as the keys of a transformers CLIP encoder under ``dst_prefix``."""
+    mapped = {}
+    pairs = {"attn.out_proj": "self_attn.out_proj", "ln_1": "layer_norm1", "ln_2": "layer_norm2",
+             "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
+    for i in range(layers):
+        src, dst = f"{src_prefix}{i}.", f"{dst_prefix}{i}."
+        qkv_w, qkv_b = state[src + "attn.in_proj_weight"].chunk(3), state[src + "attn.in_proj_bias"].chunk(3)
+        for name, w, b in zip(("q_proj", "k_proj", "v_proj"), qkv_w, qkv_b):
+            mapped[f"{dst}self_attn.{name}.weight"], mapped[f"{dst}self_attn.{name}.bias"] = w, b
+        for a, b in pairs.items():
+            mapped[f"{dst}{b}.weight"], mapped[f"{dst}{b}.bias"] = state[f"{src}{a}.weight"], state[f"{src}{a}.bias"]
+    return mapped
+
+
 def export_text_encoder(clip_folder: str | Path, out: str | Path):
     """Write ``out/text_encoder`` (CLIPTextModel, safetensors) and ``out/tokenizer``; returns (model, tokenizer)."""
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -63,15 +79,7 @@ def export_text_encoder(clip_folder: str | Path, out: str | Path):
         "text_model.final_layer_norm.weight": state["ln_final.weight"],
         "text_model.final_layer_norm.bias": state["ln_final.bias"],
     }
-    for i in range(layers):
-        src, dst = f"transformer.resblocks.{i}.", f"text_model.encoder.layers.{i}."
-        qkv_w, qkv_b = state[src + "attn.in_proj_weight"].chunk(3), state[src + "attn.in_proj_bias"].chunk(3)
-        for name, w, b in zip(("q_proj", "k_proj", "v_proj"), qkv_w, qkv_b):
-            mapped[f"{dst}self_attn.{name}.weight"], mapped[f"{dst}self_attn.{name}.bias"] = w, b
-        pairs = {"attn.out_proj": "self_attn.out_proj", "ln_1": "layer_norm1", "ln_2": "layer_norm2",
-                 "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
-        for a, b in pairs.items():
-            mapped[f"{dst}{b}.weight"], mapped[f"{dst}{b}.bias"] = state[f"{src}{a}.weight"], state[f"{src}{a}.bias"]
+    mapped.update(map_resblocks(state, "transformer.resblocks.", "text_model.encoder.layers.", layers))
     if not any(k.startswith("text_model.") for k in model.state_dict()):  # transformers versions differ
         mapped = {k[len("text_model."):]: v for k, v in mapped.items()}
     missing, unexpected = model.load_state_dict(mapped, strict=False)

@@ -68,6 +68,11 @@ class MGIERecipe(EditkitModel):
     eval_count: int = Field(256, ge=0, le=100_000, description="Validation samples for expressive exact match.")
     eval_every: int = Field(1000, ge=1, le=10_000_000, description="Phase 1: exact match on 64 val samples (every family) every N steps.")
     log_every: int = Field(50, ge=1, le=100_000, description="Log every N steps.")
+    vision_tower: Path | None = Field(
+        None, description="An open_clip folder (e.g. editkit/assets/editworld-clip, from 'editkit train clip') "
+        "whose image tower becomes LLaVA's frozen, pretrained vision tower read at its penultimate layer, as in "
+        "LLaVA; with --init, the LLM is kept and only the projector starts anew. None: the tiny tower is trained "
+        "from scratch in phase 1.")
     device: str = Field("cpu", description="Torch device of the models being trained ('cpu', 'cuda').")
 
 
@@ -92,6 +97,9 @@ class Pool:
         self.tail = list(mllm.img_ids) + [tok.eos_token_id]
         self.pad = mllm.pad_id
         self.n_img = n_img
+        proc = mllm.image_processor  # the guide's own normalisation (tested against it)
+        self.mean = torch.tensor(proc.image_mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(proc.image_std).view(1, 3, 1, 1)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -111,7 +119,7 @@ class Pool:
         for b, (r, l) in enumerate(zip(rows, labels)):
             ids[b, : len(r)], lab[b, : len(l)], mask[b, : len(r)] = torch.tensor(r), torch.tensor(l), 1
         out = {"input_ids": ids, "labels": lab, "attention_mask": mask, "img_pos": torch.tensor(pos),
-               "pixel_values": self.pixels[idx].float().div(127.5).sub(1.0), "src": self.src[idx], "tgt": self.tgt[idx]}
+               "pixel_values": (self.pixels[idx].float() / 255 - self.mean) / self.std, "src": self.src[idx], "tgt": self.tgt[idx]}
         return {k: v.to(device) for k, v in out.items()}
 
 
@@ -185,6 +193,34 @@ def _merge_lora(model) -> None:
             setattr(parent, name.rsplit(".", 1)[1], module.get_base_layer())
 
 
+def _saved_processor(folder: Path):
+    """The image processor saved with an MGIE LLM folder."""
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor.from_pretrained(folder)
+
+
+def _with_pretrained_tower(model, tok, sizes: dict, recipe: MGIERecipe, tiny):
+    """A tiny LLaVA whose vision tower is the open_clip image tower of ``recipe.vision_tower`` (read at the
+    penultimate layer), keeping the language model of ``model`` and a fresh projector; and its processor."""
+    import open_clip
+
+    from .clip_vision import load_vision_tower, vision_tower_config
+
+    vision = vision_tower_config(recipe.vision_tower)
+    new = tiny.llava(tok, sizes, seed=recipe.seed, vision=vision, vision_feature_layer=-2)
+    if recipe.init is not None:  # keep the trained LLM (and LM head); the projector's input width changed
+        keep = {k: v for k, v in model.state_dict().items()
+                if "vision_tower" not in k and "multi_modal_projector" not in k}
+        missing, unexpected = new.load_state_dict(keep, strict=False)
+        if unexpected or any("vision_tower" not in k and "multi_modal_projector" not in k for k in missing):
+            raise RuntimeError(f"--init LLM does not fit the new model: {missing[:3]} {unexpected[:3]}")
+    load_vision_tower(new.model.vision_tower, recipe.vision_tower)
+    processor = tiny.image_processor(vision["image_size"], open_clip.constants.OPENAI_DATASET_MEAN,
+                                     open_clip.constants.OPENAI_DATASET_STD)
+    return new, processor
+
+
 def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -220,11 +256,16 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
         if recipe.unet_from != "ip2p":
             unet = UNet2DConditionModel.from_pretrained(Path(recipe.init) / "unet")
         sizes["llm_width"] = model.config.text_config.hidden_size
+        processor = _saved_processor(Path(recipe.init) / "llm")
     else:
         tok = tiny.tokenizer()
         model = tiny.llava(tok, sizes, seed=recipe.seed)
+        processor = tiny.image_processor(recipe.image_size)
+    if recipe.vision_tower is not None:
+        model, processor = _with_pretrained_tower(model, tok, sizes, recipe, tiny)
+        log.write(note="frozen pretrained vision tower", vision_tower=str(recipe.vision_tower))
     meta = tiny.tiny_meta(max_new_tokens=recipe.max_new_tokens)
-    mllm = mllm_mod.MLLM(model, tok, tiny.image_processor(recipe.image_size), meta)
+    mllm = mllm_mod.MLLM(model, tok, processor, meta)
     n_img = mllm.n_img
     if recipe.init is not None:
         from ..weights import load_state_dict
@@ -270,8 +311,10 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
         idx = sample_idx(n)
         return idx, pool.batch(idx, device)
 
-    # ---- phase 1: LLM pre-training (all LLaVA weights; CE only)
+    # ---- phase 1: LLM pre-training (all LLaVA weights but a pretrained tower; CE only)
     model.train().requires_grad_(True)
+    if recipe.vision_tower is not None:
+        model.model.vision_tower.eval().requires_grad_(False)
     params = list(model.parameters())
     opt = _optimizer(params, recipe.pretrain_lr)
     bar = tqdm(range(recipe.pretrain_steps), desc="mgie 1/3 llm", disable=not progress)

@@ -43,26 +43,32 @@ def tokenizer(words: list[str] | None = None, n_img: int = NUM_IMG_TOKENS):
     return tok
 
 
-def image_processor(image_size: int):
-    """CLIP-style preprocessing at the tiny tower's resolution (resize short side, centre-crop, [-1, 1])."""
+def image_processor(image_size: int, mean: list[float] | None = None, std: list[float] | None = None):
+    """CLIP-style preprocessing at the tiny tower's resolution (resize short side, centre-crop, then
+    ``(x - mean) / std``; default mean = std = 0.5, i.e. [-1, 1]; a pretrained tower passes its own)."""
     from transformers import CLIPImageProcessor
 
     return CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], resample=3, do_convert_rgb=True,
+        image_mean=list(mean or [0.5] * 3), image_std=list(std or [0.5] * 3), resample=3, do_convert_rgb=True,
     )
 
 
-def llava(tok, size: str | dict[str, int] = "test", seed: int = 0):
-    """A tiny ``LlavaForConditionalGeneration`` (CLIP vision tower + LLaMA) for ``tok``."""
+def llava(tok, size: str | dict[str, int] = "test", seed: int = 0, vision: dict[str, Any] | None = None,
+          vision_feature_layer: int = -1):
+    """A tiny ``LlavaForConditionalGeneration`` (CLIP vision tower + LLaMA) for ``tok``.
+
+    ``vision``: ``CLIPVisionConfig`` arguments of a pretrained tower to use instead of the size's own
+    (e.g. ``editkit.training.clip_vision.vision_tower_config``); LLaVA reads such a tower's penultimate
+    layer (``vision_feature_layer=-2``)."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     s = SIZES[size] if isinstance(size, str) else size
-    n_patches = (s["image_size"] // s["patch_size"]) ** 2
-    vision = CLIPVisionConfig(
+    vision = CLIPVisionConfig(**(vision or dict(
         hidden_size=s["vision_width"], intermediate_size=4 * s["vision_width"], num_hidden_layers=s["vision_layers"],
         num_attention_heads=s["vision_heads"], image_size=s["image_size"], patch_size=s["patch_size"],
-    )
+    )))
+    n_patches = (vision.image_size // vision.patch_size) ** 2
     text = LlamaConfig(
         vocab_size=len(tok), hidden_size=s["llm_width"], intermediate_size=4 * s["llm_width"],
         num_hidden_layers=s["llm_layers"], num_attention_heads=s["llm_heads"], num_key_value_heads=s["llm_heads"],
@@ -71,7 +77,7 @@ def llava(tok, size: str | dict[str, int] = "test", seed: int = 0):
     )
     config = LlavaConfig(
         vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN),
-        image_seq_length=n_patches, projector_hidden_act="gelu", vision_feature_layer=-1,
+        image_seq_length=n_patches, projector_hidden_act="gelu", vision_feature_layer=vision_feature_layer,
         vision_feature_select_strategy="default", tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
