@@ -174,3 +174,12 @@ def test_pretrained_clip_vision_tower_is_exact_frozen_and_normalised_as_trained(
     torch.testing.assert_close(b["pixel_values"], guide.mllm.pixel_values([Image.fromarray(s.source)]))
     src = Image.fromarray(np.zeros((32, 32, 3), np.uint8))
     assert guide.edit(EditRequest(images=[src], instructions=["remove the red circle"])).images[0].size == (32, 32)
+
+    # resuming from that folder keeps the pretrained tower frozen (recorded in mgie_config.json)
+    assert json.loads((out / "mgie_config.json").read_text())["llm"]["frozen_vision_tower"] == str(clip_dir)
+    train_mgie(MGIERecipe(out=tmp_path / "c", ip2p=ip2p, init=out, size="test", image_size=32, pool=8,
+                          pretrain_steps=2, pretrain_batch_size=4, align_steps=0, steps=0, eval_count=0), progress=False)
+    again = MGIEGuide(model=str(tmp_path / "c"), steps=2, progress=False)
+    again.load(BackendCache())
+    resumed = {k.removeprefix("vision_model."): v for k, v in again.mllm.model.model.vision_tower.state_dict().items()}
+    assert all(torch.equal(resumed[k], v) for k, v in vision_tower_state(clip_dir).items())

@@ -71,7 +71,8 @@ class MGIERecipe(EditkitModel):
     vision_tower: Path | None = Field(
         None, description="An open_clip folder (e.g. editkit/assets/editworld-clip, from 'editkit train clip') "
         "whose image tower becomes LLaVA's frozen, pretrained vision tower read at its penultimate layer, as in "
-        "LLaVA; with --init, the LLM is kept and only the projector starts anew. None: the tiny tower is trained "
+        "LLaVA; with --init, the LLM is kept and only the projector starts anew. None: the --init folder's tower "
+        "(frozen if it came from such a folder, as recorded in mgie_config.json), else the tiny tower trained "
         "from scratch in phase 1.")
     device: str = Field("cpu", description="Torch device of the models being trained ('cpu', 'cuda').")
 
@@ -261,10 +262,17 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
         tok = tiny.tokenizer()
         model = tiny.llava(tok, sizes, seed=recipe.seed)
         processor = tiny.image_processor(recipe.image_size)
+    meta = tiny.tiny_meta(max_new_tokens=recipe.max_new_tokens)
+    frozen_tower = None  # where a pretrained, frozen vision tower came from (kept when resuming from --init)
+    if recipe.init is not None:
+        frozen_tower = json.loads((Path(recipe.init) / layout.CONFIG_FILE).read_text())["llm"].get(
+            "frozen_vision_tower")
     if recipe.vision_tower is not None:
         model, processor = _with_pretrained_tower(model, tok, sizes, recipe, tiny)
-        log.write(note="frozen pretrained vision tower", vision_tower=str(recipe.vision_tower))
-    meta = tiny.tiny_meta(max_new_tokens=recipe.max_new_tokens)
+        frozen_tower = str(recipe.vision_tower)
+        log.write(note="frozen pretrained vision tower", vision_tower=frozen_tower)
+    if frozen_tower is not None:
+        meta["frozen_vision_tower"] = frozen_tower
     mllm = mllm_mod.MLLM(model, tok, processor, meta)
     n_img = mllm.n_img
     if recipe.init is not None:
@@ -313,7 +321,7 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
 
     # ---- phase 1: LLM pre-training (all LLaVA weights but a pretrained tower; CE only)
     model.train().requires_grad_(True)
-    if recipe.vision_tower is not None:
+    if frozen_tower is not None:
         model.model.vision_tower.eval().requires_grad_(False)
     params = list(model.parameters())
     opt = _optimizer(params, recipe.pretrain_lr)
