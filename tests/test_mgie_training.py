@@ -28,6 +28,7 @@ def test_mgie_recipe_runs_and_produces_a_working_guide(tmp_path):
     assert record["config"]["steps"] == 2 and record["results"]["pool"] == 8
     phases = {row.get("phase") for row in map(json.loads, (out / "logs" / "mgie" / "log.jsonl").read_text().splitlines())}
     assert {1, 2, 3} <= phases
+    assert "sampling" not in json.loads((out / "mgie_config.json").read_text())  # phase 3 changed the UNet
     for f in ("llm/model.safetensors", "edit_head.safetensors", "unet/diffusion_pytorch_model.safetensors",
               "vae/diffusion_pytorch_model.safetensors", "mgie_config.json"):
         assert (out / f).is_file(), f
@@ -113,6 +114,7 @@ def test_mgie_phases_2_3_on_a_newer_ip2p_unet(tmp_path):
 
     old = save_components(tiny_components(0), tmp_path / "old")
     new = save_components(tiny_components(5), tmp_path / "new")
+    (new / "editkit_sampling.json").write_text(json.dumps({"text_scale": 1.0, "image_scale": 1.5, "_measured": "x"}))
     train_mgie(MGIERecipe(out=tmp_path / "a", ip2p=old, size="test", image_size=32, pool=8, pretrain_steps=1,
                           pretrain_batch_size=4, align_steps=0, steps=0, eval_count=0), progress=False)
     train_mgie(MGIERecipe(out=tmp_path / "b", ip2p=new, init=tmp_path / "a", unet_from="ip2p", size="test",
@@ -120,6 +122,7 @@ def test_mgie_phases_2_3_on_a_newer_ip2p_unet(tmp_path):
                progress=False)
     b = json.loads((tmp_path / "b" / "mgie_config.json").read_text())
     assert b["edit_head"]["num_queries"] == 16  # the teacher tokenizer's length, not SIZES' 8
+    assert b["sampling"] == {"text_scale": 1.0, "image_scale": 1.5}  # no phase 3: the ip2p UNet's guidance holds
     got = UNet2DConditionModel.from_pretrained(tmp_path / "b" / "unet").state_dict()
     want = UNet2DConditionModel.from_pretrained(new / "unet").state_dict()
     assert all(torch.equal(got[k], want[k]) for k in want)  # steps=0: the new ip2p UNet unchanged

@@ -294,10 +294,17 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
         head = head_mod.EditHead(tiny.edit_head_config(sizes["llm_width"], unet.config.cross_attention_dim, sizes,
                                                        queries))
 
+    # without phase 3 the UNet is the ip2p one unchanged, so the guidance its trainer measured best still holds
+    from ..backend.components import sampling_defaults
+
+    unet_is_ip2p = recipe.steps == 0 and (recipe.init is None or recipe.unet_from == "ip2p")
+    sampling = sampling_defaults(ip2p) if unet_is_ip2p else {}
+
     def save(note: str) -> None:
         layout.save(recipe.out, model=model, tokenizer=tok, image_processor=mllm.image_processor, edit_head=head,
                     emb=model.get_input_embeddings().weight[-n_img:], meta=meta,
-                    components=Components(unet=unet, vae=vae, scheduler_config=sched_cfg), note=note)
+                    components=Components(unet=unet, vae=vae, scheduler_config=sched_cfg), note=note,
+                    extra={"sampling": sampling} if sampling else None)
 
     samples = group_samples("train", recipe.pool, recipe.seed, recipe.types, recipe.image_size)
     val = group_samples("val", recipe.eval_count, recipe.seed, recipe.types, recipe.image_size)
