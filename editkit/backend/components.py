@@ -78,6 +78,11 @@ def load_components(source: str | Path, *, text: bool = True, unet_subfolder: st
                       tokenizer=tokenizer, extra={"sampling": sampling_defaults(src)})
 
 
+def sampling_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a recommended-sampling record, without its ``_``-prefixed notes (``_measured``)."""
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
 def sampling_defaults(src: str | Path) -> dict[str, Any]:
     """The folder's recommended sampling settings (``editkit_sampling.json``), or {} (hub ids, older folders)."""
     path = Path(src) / SAMPLING_FILE
@@ -87,7 +92,7 @@ def sampling_defaults(src: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise GuideLoadError(f"cannot read {path}: {exc}") from None
-    return {k: v for k, v in data.items() if not k.startswith("_")}
+    return sampling_settings(data)
 
 
 def _scheduler_config(src: str) -> dict[str, Any]:

@@ -472,14 +472,27 @@ class _Generator:
         target = Scene.make(scene.objects + (new,), scene.background)
         return _Edit(scene, target, "add", instr, rewrite_for("add", None, new), result=new, inputs=inputs)
 
+    def _replacement(self, obj: Obj) -> Obj:
+        """A random object at ``obj``'s position that differs from it in kind, colour or size."""
+        rng = self.rng
+        while True:
+            new = Obj(rng.choice(KINDS), rng.choice(_COLOUR_NAMES), rng.choice(SIZES), obj.position)
+            if new != obj:
+                return new
+
+    def _distinct_object(self, scene: Scene) -> Obj:
+        """A random object of ``scene`` whose kind, colour and size no other object shares (else retry), so a
+        cut-out or a sound of it names exactly one object."""
+        obj = self.rng.choice(scene.objects)
+        if sum(1 for o in scene.objects if (o.kind, o.colour, o.size) == (obj.kind, obj.colour, obj.size)) != 1:
+            raise _Retry
+        return obj
+
     def _mm_replace(self, modality: str) -> _Edit:
         rng = self.rng
         scene = self.scene(1, 4)
         obj = rng.choice(scene.objects)
-        while True:
-            new = Obj(rng.choice(KINDS), rng.choice(_COLOUR_NAMES), rng.choice(SIZES), obj.position)
-            if new != obj:
-                break
+        new = self._replacement(obj)
         marker, inputs = self._reference(new, modality)
         ref = self.explicit_ref(scene, obj)
         instr = rng.choice(T_MM_REPLACE).format(ref=ref, m=marker)
@@ -489,9 +502,7 @@ class _Generator:
 
     def _mm_remove(self, modality: str) -> _Edit:
         scene = self.scene(1, 4)
-        obj = self.rng.choice(scene.objects)
-        if sum(1 for o in scene.objects if (o.kind, o.colour, o.size) == (obj.kind, obj.colour, obj.size)) != 1:
-            raise _Retry
+        obj = self._distinct_object(scene)
         marker, inputs = self._reference(obj, modality)
         instr = self.rng.choice(T_MM_REMOVE).format(m=marker)
         target = Scene.make([o for o in scene.objects if o != obj], scene.background)
@@ -500,17 +511,11 @@ class _Generator:
 
     def _b_replace_image_pair(self) -> _Edit:
         """"replace the [image1] with the [image2]": the object to replace and its replacement both as cut-outs."""
-        rng = self.rng
         scene = self.scene(1, 4)
-        obj = rng.choice(scene.objects)
-        if sum(1 for o in scene.objects if (o.kind, o.colour, o.size) == (obj.kind, obj.colour, obj.size)) != 1:
-            raise _Retry
-        while True:
-            new = Obj(rng.choice(KINDS), rng.choice(_COLOUR_NAMES), rng.choice(SIZES), obj.position)
-            if (new.kind, new.colour, new.size) != (obj.kind, obj.colour, obj.size):
-                break
+        obj = self._distinct_object(scene)
+        new = self._replacement(obj)
         inputs = {"image1": render_cutout(obj, self.size), "image2": render_cutout(new, self.size)}
-        instr = rng.choice(T_MM_REPLACE_PAIR).format(a="[image1]", b="[image2]")
+        instr = self.rng.choice(T_MM_REPLACE_PAIR).format(a="[image1]", b="[image2]")
         target = Scene.make([o for o in scene.objects if o != obj] + [new], scene.background)
         return _Edit(scene, target, "replace", instr, rewrite_for("replace", obj, new), obj=obj, result=new,
                      inputs=inputs, extra={"reference": "the [image1]"})

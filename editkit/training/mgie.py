@@ -194,13 +194,6 @@ def _merge_lora(model) -> None:
             setattr(parent, name.rsplit(".", 1)[1], module.get_base_layer())
 
 
-def _saved_processor(folder: Path):
-    """The image processor saved with an MGIE LLM folder."""
-    from transformers import CLIPImageProcessor
-
-    return CLIPImageProcessor.from_pretrained(folder)
-
-
 def _with_pretrained_tower(model, tok, sizes: dict, recipe: MGIERecipe, tiny):
     """A tiny LLaVA whose vision tower is the open_clip image tower of ``recipe.vision_tower`` (read at the
     penultimate layer), keeping the language model of ``model`` and a fresh projector; and its processor."""
@@ -250,23 +243,22 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
 
     sizes = dict(tiny.SIZES[recipe.size], image_size=recipe.image_size)
     if recipe.init is not None:
-        from transformers import AutoTokenizer, LlavaForConditionalGeneration
+        from transformers import AutoTokenizer, CLIPImageProcessor, LlavaForConditionalGeneration
 
         tok = AutoTokenizer.from_pretrained(Path(recipe.init) / "llm")
         model = LlavaForConditionalGeneration.from_pretrained(Path(recipe.init) / "llm")
         if recipe.unet_from != "ip2p":
             unet = UNet2DConditionModel.from_pretrained(Path(recipe.init) / "unet")
         sizes["llm_width"] = model.config.text_config.hidden_size
-        processor = _saved_processor(Path(recipe.init) / "llm")
+        processor = CLIPImageProcessor.from_pretrained(Path(recipe.init) / "llm")
+        init_cfg = json.loads((Path(recipe.init) / layout.CONFIG_FILE).read_text())
     else:
         tok = tiny.tokenizer()
         model = tiny.llava(tok, sizes, seed=recipe.seed)
         processor = tiny.image_processor(recipe.image_size)
     meta = tiny.tiny_meta(max_new_tokens=recipe.max_new_tokens)
-    frozen_tower = None  # where a pretrained, frozen vision tower came from (kept when resuming from --init)
-    if recipe.init is not None:
-        frozen_tower = json.loads((Path(recipe.init) / layout.CONFIG_FILE).read_text())["llm"].get(
-            "frozen_vision_tower")
+    # where a pretrained, frozen vision tower came from (kept when resuming from --init)
+    frozen_tower = init_cfg["llm"].get("frozen_vision_tower") if recipe.init is not None else None
     if recipe.vision_tower is not None:
         model, processor = _with_pretrained_tower(model, tok, sizes, recipe, tiny)
         frozen_tower = str(recipe.vision_tower)
@@ -278,7 +270,6 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
     if recipe.init is not None:
         from ..weights import load_state_dict
 
-        init_cfg = json.loads((Path(recipe.init) / layout.CONFIG_FILE).read_text())
         head = head_mod.EditHead(head_mod.EditHeadConfig.from_dict(init_cfg["edit_head"]))
         head_sd = load_state_dict(Path(recipe.init) / "edit_head.safetensors")
         head.load_state_dict({k[len("edit_head."):]: v for k, v in head_sd.items() if k.startswith("edit_head.")})

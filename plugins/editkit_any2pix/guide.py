@@ -50,7 +50,7 @@ class Any2PixGuide(Guide):
 
         from editkit.backend import LatentDiffusionBackend, load_components
         from editkit.backend.cache import resolve_device
-        from editkit.backend.components import text_to_image_unet
+        from editkit.backend.components import sampling_settings, text_to_image_unet
         from editkit.quantization import check_quantize
 
         from . import layout
@@ -64,8 +64,7 @@ class Any2PixGuide(Guide):
         comps = load_components(self.weights.pipeline)
         comps.unet = text_to_image_unet(comps.unet)  # an ip2p UNet without its source channels
         # the recommendation is this folder's, not the pipeline folder's (whose editkit_sampling.json is ip2p's)
-        comps.extra["sampling"] = {k: v for k, v in self.weights.config.get("sampling", {}).items()
-                                   if not k.startswith("_")}
+        comps.extra["sampling"] = sampling_settings(self.weights.config.get("sampling", {}))
         self.backend = LatentDiffusionBackend(comps, device=device, dtype=dtype)
         layout.attach_adapter(self.backend.unet, self.weights.adapter, cfg.adapter_scale)
         unet = self.backend.unet.to(self.backend.device)  # the adapter's new layers
