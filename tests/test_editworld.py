@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from editkit import editworld as ew
+from editkit.editworld import edit_types
 from editkit.editworld import generator as gen
 from editkit.editworld.audio import SAMPLE_RATE, object_sound
 from editkit.editworld.dataset import load_dataset, write_dataset
@@ -45,9 +46,9 @@ def test_fields_shapes_and_types(pool):
         assert s.mask.shape == (64, 64) and s.mask.dtype == bool and s.mask.any()
         assert s.family == ew.FAMILY_OF[s.edit_type] and s.split == "train"
         assert s.instruction and s.rewrite and s.source_caption and s.target_caption
-        assert s.edit["action"] in gen.ACTIONS
+        assert s.edit["action"] in edit_types.ACTIONS
         assert np.array_equal(s.source, render_scene(s.scene, 64))
-        if s.action not in gen.GLOBAL_ACTIONS:
+        if s.action not in edit_types.GLOBAL_ACTIONS:
             assert np.array_equal(s.target, render_scene(s.target_scene, 64))
         # pixels outside the mask never change
         assert np.array_equal(s.source[~s.mask], s.target[~s.mask])

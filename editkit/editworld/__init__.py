@@ -39,20 +39,9 @@ Dataset folders (what evaluation reads): ``editkit data editworld ... --out DIR`
 from __future__ import annotations
 
 from .audio import SAMPLE_RATE, object_sound, read_wav, write_wav
-from .generator import (
-    EDIT_TYPES,
-    EXPLICIT_TYPES,
-    FAMILIES,
-    FAMILY_OF,
-    MULTIMODAL_TYPES,
-    REFERRING_TYPES,
-    Sample,
-    generate,
-    iter_samples,
-    resolve_types,
-    rewrite_for,
-    vocabulary,
-)
+from .edit_types import EDIT_TYPES, EXPLICIT_TYPES, FAMILIES, FAMILY_OF, MULTIMODAL_TYPES, REFERRING_TYPES, resolve_types
+from .generator import Sample, generate, iter_samples
+from .language import rewrite_for, vocabulary
 from .render import render_cutout, render_scene
 from .world import (
     BACKGROUNDS,

@@ -28,7 +28,8 @@ from PIL import Image
 
 from ..errors import InvalidInputError
 from .audio import SAMPLE_RATE, read_wav, write_wav
-from .generator import FAMILY_OF, Sample
+from .edit_types import FAMILY_OF
+from .generator import Sample
 from .world import Scene
 
 FORMAT = "editworld"

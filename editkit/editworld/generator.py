@@ -4,9 +4,7 @@ See the package docstring (``editkit.editworld``) for the public API and ``docs/
 """
 from __future__ import annotations
 
-import hashlib
 import random
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -14,6 +12,30 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from .audio import object_sound
+from .edit_types import FAMILY_OF, GLOBAL_ACTIONS, REFERRING_ACTIONS, resolve_types, selection_tag
+from .language import (
+    CAPTION_PREFIX,
+    T_ADD,
+    T_BACKGROUND,
+    T_GLOBAL,
+    T_GROW,
+    T_MM_ADD,
+    T_MM_REMOVE,
+    T_MM_REPLACE,
+    T_MM_REPLACE_PAIR,
+    T_MOVE,
+    T_ODD,
+    T_RECOLOUR,
+    T_REMOVE,
+    T_REPLACE,
+    T_SHRINK,
+    T_SPATIAL,
+    T_SUPERLATIVE,
+    T_UNIQUE,
+    _BG_NAMES,
+    _COLOUR_NAMES,
+    rewrite_for,
+)
 from .render import (
     adjust,
     check_size,
@@ -26,129 +48,22 @@ from .render import (
 from .world import (
     BACKGROUND_STYLES,
     BACKGROUND_VARIANTS,
-    BACKGROUNDS,
-    COLOURS,
     KINDS,
     POSITION_PHRASE,
     POSITIONS,
     SIZES,
-    MARKERS,
     SPLITS,
     Background,
     Obj,
     Scene,
     describe,
     split_of,
-    tokenize,
 )
-
-# --------------------------------------------------------------------------- edit types
-EXPLICIT_TYPES: tuple[str, ...] = (
-    "recolour", "remove", "add", "replace", "resize", "move", "background", "brightness", "contrast",
-)
-REFERRING_TYPES: tuple[str, ...] = ("unique_attribute", "superlative", "spatial", "odd_one_out")
-MULTIMODAL_TYPES: tuple[str, ...] = (
-    "add_image", "add_audio", "replace_image", "replace_audio", "remove_image", "remove_audio",
-)
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "explicit": EXPLICIT_TYPES,
-    "referring": REFERRING_TYPES,
-    "multimodal": MULTIMODAL_TYPES,
-}
-EDIT_TYPES: tuple[str, ...] = EXPLICIT_TYPES + REFERRING_TYPES + MULTIMODAL_TYPES
-OPT_IN_TYPES: dict[str, str] = {"replace_image_pair": "multimodal"}
-"""Types generated only when named (``--types replace_image_pair``), so that "all" and the families keep the
-samples they always had. ``replace_image_pair`` ("replace the [image1] with the [image2]") hands a guide three
-images, the scene and two cut-outs: the probe of InstructAny2Pix's [base] retrieval among several inputs."""
-FAMILY_OF: dict[str, str] = {**{t: fam for fam, types in FAMILIES.items() for t in types}, **OPT_IN_TYPES}
-ACTIONS: tuple[str, ...] = EXPLICIT_TYPES
-"""What an edit does to the scene; referring and multimodal edits use one of these too."""
-REFERRING_ACTIONS: tuple[str, ...] = ("recolour", "remove", "replace", "move")
-GLOBAL_ACTIONS: tuple[str, ...] = ("brightness", "contrast")
 
 MIN_REGION_CHANGE = 24.0
 """Background and global edits are only generated when the source differs from the target by at least
 this mean absolute error (0-255 levels) over the edited region, i.e. twice the success tolerance
 ``REGION_MAE_TOLERANCE`` of :mod:`editkit.eval.editworld_metrics`, so the unedited input always fails."""
-
-# --------------------------------------------------------------------------- templates
-# Instructions have several paraphrases; rewrites are canonical (one template per action).
-T_RECOLOUR = ("make {ref} {colour}", "turn {ref} {colour}", "change {ref} to {colour}",
-              "recolour {ref} {colour}", "paint {ref} {colour}", "colour {ref} {colour}")
-T_REMOVE = ("remove {ref}", "delete {ref}", "erase {ref}", "take away {ref}", "get rid of {ref}")
-T_ADD = ("add a {noun} {where}", "put a {noun} {where}", "place a {noun} {where}", "draw a {noun} {where}")
-T_REPLACE = ("replace {ref} with a {kind}", "turn {ref} into a {kind}", "change {ref} into a {kind}",
-             "swap {ref} for a {kind}")
-T_GROW = ("make {ref} larger", "make {ref} bigger", "enlarge {ref}", "make {ref} large")
-T_SHRINK = ("make {ref} smaller", "shrink {ref}", "make {ref} small", "reduce the size of {ref}")
-T_MOVE = ("move {ref} to the {pos}", "shift {ref} to the {pos}", "put {ref} {where}", "place {ref} {where}")
-T_BACKGROUND = ("make the background {bg}", "change the background to {bg}", "turn the background {bg}",
-                "paint the background {bg}", "recolour the background {bg}")
-T_GLOBAL = {
-    ("brightness", "brighter"): ("make the image brighter", "brighten the image", "increase the brightness",
-                                 "make the picture brighter", "make it brighter"),
-    ("brightness", "darker"): ("make the image darker", "darken the image", "decrease the brightness",
-                               "reduce the brightness", "make the picture darker"),
-    ("contrast", "increase"): ("increase the contrast", "boost the contrast", "add more contrast",
-                               "give the image more contrast"),
-    ("contrast", "decrease"): ("decrease the contrast", "reduce the contrast", "lower the contrast",
-                               "give the image less contrast"),
-}
-R_GLOBAL = {
-    ("brightness", "brighter"): "make the image brighter",
-    ("brightness", "darker"): "make the image darker",
-    ("contrast", "increase"): "increase the contrast of the image",
-    ("contrast", "decrease"): "decrease the contrast of the image",
-}
-CAPTION_PREFIX = {
-    ("brightness", "brighter"): "a brighter image of ",
-    ("brightness", "darker"): "a darker image of ",
-    ("contrast", "increase"): "a high contrast image of ",
-    ("contrast", "decrease"): "a low contrast image of ",
-}
-# referring expressions
-T_UNIQUE = {"kind": ("the only {kind}",), "colour": ("the only {colour} shape", "the only {colour} object"),
-            "size": ("the only {size} shape", "the only {size} object")}
-T_SUPERLATIVE = {"large": ("the largest {group}", "the biggest {group}"),
-                 "small": ("the smallest {group}", "the tiniest {group}")}
-T_SPATIAL = {"left": ("the leftmost shape", "the leftmost object"),
-             "right": ("the rightmost shape", "the rightmost object"),
-             "top": ("the topmost shape", "the highest shape"),
-             "bottom": ("the bottommost shape", "the lowest shape")}
-T_ODD = ("the odd one out", "the odd shape out", "the shape that is different")
-# multimodal
-T_MM_ADD = ("add the {m} {where}", "put the {m} {where}", "place the {m} {where}", "add {m} {where}")
-T_MM_REPLACE = ("replace {ref} with the {m}", "replace {ref} with {m}", "swap {ref} for the {m}",
-                "turn {ref} into the {m}")
-T_MM_REMOVE = ("remove the {m}", "delete the {m}", "take away the {m}", "erase the {m}")
-T_MM_REPLACE_PAIR = ("replace the {a} with the {b}", "swap the {a} for the {b}", "turn the {a} into the {b}")
-
-CAPTION_WORDS = ("a", "an", "empty", "background", "with", "and", ",")
-"""Words that :func:`describe` adds around attribute values."""
-
-_COLOUR_NAMES = tuple(COLOURS)
-_BG_NAMES = tuple(BACKGROUNDS)
-
-
-def rewrite_for(action: str, obj: Obj | None, result: Obj | None, **extra: str) -> str:
-    """The canonical explicit rewrite of an edit (what an expressive instruction should say)."""
-    if action == "recolour":
-        return f"make {obj.full()} {result.colour}"
-    if action == "remove":
-        return f"remove {obj.full()}"
-    if action == "add":
-        return f"add a {result.noun()} {POSITION_PHRASE[result.position]}"
-    if action == "replace":
-        return f"replace {obj.full()} with a {result.noun()}"
-    if action == "resize":
-        return f"make {obj.full()} {result.size}"
-    if action == "move":
-        return f"move {obj.full()} to the {result.position}"
-    if action == "background":
-        return f"make the background {extra['background']}"
-    if action in GLOBAL_ACTIONS:
-        return R_GLOBAL[(action, extra["direction"])]
-    raise ValueError(f"unknown action {action!r}")
 
 
 # --------------------------------------------------------------------------- samples
@@ -215,40 +130,6 @@ class _Edit:
 
 class _Retry(Exception):
     """The sampled scene does not support the requested edit; sample another."""
-
-
-def resolve_types(types: str | Sequence[str]) -> tuple[str, ...]:
-    """``"all"``, a family name, an edit type, or a list of those -> the tuple of edit types."""
-    items = [types] if isinstance(types, str) else list(types)
-    out: list[str] = []
-    for item in items:
-        if item == "all":
-            chosen: Sequence[str] = EDIT_TYPES
-        elif item in FAMILIES:
-            chosen = FAMILIES[item]
-        elif item in EDIT_TYPES or item in OPT_IN_TYPES:
-            chosen = (item,)
-        else:
-            raise InvalidInputError(
-                f"unknown EditWorld edit type {item!r}; use all, {', '.join(FAMILIES)} or one of: "
-                f"{', '.join((*EDIT_TYPES, *OPT_IN_TYPES))}"
-            )
-        out += [t for t in chosen if t not in out]
-    if not out:
-        raise InvalidInputError("no EditWorld edit types selected")
-    return tuple(out)
-
-
-def selection_tag(types: Sequence[str]) -> str:
-    """Short name of a type selection for sample ids: "all", a family name, or a hash."""
-    if tuple(types) == EDIT_TYPES:
-        return "all"
-    for family, members in FAMILIES.items():
-        if tuple(types) == members:
-            return family
-    if len(types) == 1:
-        return types[0]
-    return "t" + hashlib.sha1("+".join(types).encode()).hexdigest()[:6]
 
 
 class _Generator:
@@ -589,35 +470,6 @@ class _Generator:
             inputs=e.inputs,
         )
 
-
-def _template_tokens() -> set[str]:
-    texts: list[str] = []
-    groups = [T_RECOLOUR, T_REMOVE, T_ADD, T_REPLACE, T_GROW, T_SHRINK, T_MOVE, T_BACKGROUND, T_ODD,
-              T_MM_ADD, T_MM_REPLACE, T_MM_REMOVE, *T_GLOBAL.values(), *T_UNIQUE.values(),
-              *T_SUPERLATIVE.values(), *T_SPATIAL.values(), tuple(R_GLOBAL.values()), tuple(CAPTION_PREFIX.values())]
-    for group in groups:
-        texts += list(group)
-    tokens: set[str] = set()
-    for text in texts:
-        tokens.update(tokenize(re.sub(r"\{[a-z_]+\}", " ", text)))
-    return tokens
-
-
-def vocabulary() -> list[str]:
-    """Every token that can appear in an instruction, rewrite or caption, sorted.
-
-    Lowercase words, punctuation and the ``[image1]``/``[audio1]`` markers, each as one token as
-    produced by :func:`editkit.editworld.tokenize`. Rewrites use the same words as instructions
-    (e.g. "the", attribute values, position phrases), so a word-level tokenizer built from this list
-    covers everything the generator writes.
-    """
-    tokens = _template_tokens()
-    tokens.update(["the", "only"])  # explicit references "the red circle"
-    for values in (KINDS, _COLOUR_NAMES, SIZES, _BG_NAMES, POSITIONS, tuple(POSITION_PHRASE.values()),
-                   CAPTION_WORDS, MARKERS):
-        for value in values:
-            tokens.update(tokenize(value))
-    return sorted(tokens)
 
 
 def _check_args(split: str, seed: int, size: int) -> None:

@@ -13,7 +13,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .generator import EDIT_TYPES, Sample, iter_samples
+from .edit_types import EDIT_TYPES
+from .generator import Sample, iter_samples
 
 DEFAULT_TYPES = (
     "recolour", "remove", "add", "replace", "resize", "move", "background", "brightness", "contrast",

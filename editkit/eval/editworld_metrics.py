@@ -46,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from ..editworld.generator import GLOBAL_ACTIONS, MIN_REGION_CHANGE, Sample
+from ..editworld.edit_types import GLOBAL_ACTIONS
+from ..editworld.generator import MIN_REGION_CHANGE, Sample
 from ..editworld.render import obj_masks, object_alpha, render_scene
 from ..editworld.world import COLOURS, KINDS, SIZES, Obj, Scene
 

@@ -78,7 +78,7 @@ class IP2PRecipe(EditkitModel):
 
     @model_validator(mode="after")
     def _weights_within_types(self) -> "IP2PRecipe":
-        from ..editworld.generator import resolve_types
+        from ..editworld.edit_types import resolve_types
 
         if self.type_weights:
             types = resolve_types(self.types)
@@ -94,7 +94,7 @@ def training_pool(recipe: IP2PRecipe) -> list:
     """The in-memory EditWorld training samples: ``recipe.pool`` of ``recipe.types``, uniform over the edit
     types, or split among them by ``recipe.type_weights`` (largest-remainder rounding, so the total is exact)."""
     from .. import editworld
-    from ..editworld.generator import resolve_types
+    from ..editworld.edit_types import resolve_types
 
     if not recipe.type_weights:
         return editworld.generate("train", recipe.pool, seed=recipe.seed, types=recipe.types, size=recipe.image_size)
