@@ -159,7 +159,8 @@ def test_dual_guidance_wiring(guide, monkeypatch):
     assert cond.mode == "ip2p" and cond.text_scale == 7.5 and cond.image_scale == 1.5
     assert cond.null is guide._null  # edit_head(zeros, EMB), never the empty prompt
     assert guide.backend.text_encoder is None  # the shell's text encoder is not even loaded
-    assert seen["kwargs"]["scheduler"] == "euler_ancestral" and seen["kwargs"]["steps"] == 2
+    # 'auto': the shell's own scheduler (the backend resolves it per folder, as diffusers' pipeline does)
+    assert seen["kwargs"]["scheduler"] == "auto" and seen["kwargs"]["steps"] == 2
 
 
 def test_batches_match_single_edits(guide, monkeypatch):

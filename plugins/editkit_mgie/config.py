@@ -17,8 +17,10 @@ class MGIEConfig(DualGuidanceConfig, DiffusionGuideConfig):
         "folder with LLaVA-7B-v1/ and mgie_7b/ (converted in memory).",
     )
     steps: int = Field(20, ge=1, le=1000, description="Sampling steps (the reference pipeline uses 100).")
-    scheduler: Literal["ddim", "ddpm", "euler_ancestral"] = Field(
-        "euler_ancestral", description="Sampler (the InstructPix2Pix pipeline the reference uses is Euler ancestral).")
+    scheduler: Literal["auto", "ddim", "ddpm", "euler_ancestral"] = Field(
+        "auto", description="Sampler; 'auto' uses the diffusion weights' own scheduler as diffusers' pipeline does: "
+        "Euler ancestral for the official release (its timbrooks/instruct-pix2pix shell, as the reference demo), "
+        "DDIM for the EditWorld weights (the same sampler as the ip2p guide on them).")
     max_new_tokens: int | None = Field(
         None, ge=1, le=1024, description="Most LLM tokens to generate; None: the checkpoint's value (official 96).")
     no_repeat_ngram_size: int | None = Field(
