@@ -32,8 +32,6 @@ from .language import (
     T_SPATIAL,
     T_SUPERLATIVE,
     T_UNIQUE,
-    _BG_NAMES,
-    _COLOUR_NAMES,
     rewrite_for,
 )
 from .render import (
@@ -46,6 +44,8 @@ from .render import (
     to_uint8,
 )
 from .world import (
+    BACKGROUND_NAMES,
+    COLOUR_NAMES,
     BACKGROUND_STYLES,
     BACKGROUND_VARIANTS,
     KINDS,
@@ -145,9 +145,9 @@ class _Generator:
     def random_scene(self, nmin: int, nmax: int) -> Scene:
         rng = self.rng
         n = rng.randint(nmin, nmax)
-        objs = [Obj(rng.choice(KINDS), rng.choice(_COLOUR_NAMES), rng.choice(SIZES), p)
+        objs = [Obj(rng.choice(KINDS), rng.choice(COLOUR_NAMES), rng.choice(SIZES), p)
                 for p in rng.sample(POSITIONS, n)]
-        bg = Background(rng.choice(_BG_NAMES), rng.choice(BACKGROUND_STYLES), rng.randrange(BACKGROUND_VARIANTS))
+        bg = Background(rng.choice(BACKGROUND_NAMES), rng.choice(BACKGROUND_STYLES), rng.randrange(BACKGROUND_VARIANTS))
         return Scene.make(objs, bg)
 
     def in_split(self, scene: Scene) -> Scene:
@@ -181,7 +181,7 @@ class _Generator:
         rng = self.rng
         others = [o for o in scene.objects if o != obj]
         if action == "recolour":
-            result = obj.replace(colour=self.other(_COLOUR_NAMES, obj.colour))
+            result = obj.replace(colour=self.other(COLOUR_NAMES, obj.colour))
             instr = rng.choice(T_RECOLOUR).format(ref=ref, colour=result.colour)
         elif action == "remove":
             result = None
@@ -224,7 +224,7 @@ class _Generator:
 
     def _new_object(self, scene: Scene) -> Obj:
         rng = self.rng
-        return Obj(rng.choice(KINDS), rng.choice(_COLOUR_NAMES), rng.choice(SIZES), rng.choice(scene.free_positions()))
+        return Obj(rng.choice(KINDS), rng.choice(COLOUR_NAMES), rng.choice(SIZES), rng.choice(scene.free_positions()))
 
     def _b_add(self) -> _Edit:
         scene = self.scene(1, 3)
@@ -236,7 +236,7 @@ class _Generator:
 
     def _b_background(self) -> _Edit:
         scene = self.scene(1, 4)
-        bg = self.other(_BG_NAMES, scene.background.colour)
+        bg = self.other(BACKGROUND_NAMES, scene.background.colour)
         target_scene = Scene(scene.objects, Background(bg, scene.background.style, scene.background.variant))
         src = render_float(scene, self.size)
         tgt = render_float(target_scene, self.size)
@@ -328,13 +328,13 @@ class _Generator:
         rng = self.rng
         n = rng.randint(3, 4)
         positions = rng.sample(POSITIONS, n)
-        base = Obj(rng.choice(KINDS), rng.choice(_COLOUR_NAMES), rng.choice(SIZES), positions[0])
+        base = Obj(rng.choice(KINDS), rng.choice(COLOUR_NAMES), rng.choice(SIZES), positions[0])
         attr = rng.choice(("kind", "colour", "size"))
-        values = {"kind": KINDS, "colour": _COLOUR_NAMES, "size": SIZES}[attr]
+        values = {"kind": KINDS, "colour": COLOUR_NAMES, "size": SIZES}[attr]
         odd_value = self.other(values, getattr(base, attr))
         objs = [base.replace(position=p) for p in positions]
         objs[-1] = objs[-1].replace(**{attr: odd_value})
-        bg = Background(rng.choice(_BG_NAMES), rng.choice(BACKGROUND_STYLES), rng.randrange(BACKGROUND_VARIANTS))
+        bg = Background(rng.choice(BACKGROUND_NAMES), rng.choice(BACKGROUND_STYLES), rng.randrange(BACKGROUND_VARIANTS))
         scene = self.in_split(Scene.make(objs, bg))
         obj = objs[-1]
         return self.act(scene, obj, self._referring_action(), rng.choice(T_ODD))
@@ -357,7 +357,7 @@ class _Generator:
         """A random object at ``obj``'s position that differs from it in kind, colour or size."""
         rng = self.rng
         while True:
-            new = Obj(rng.choice(KINDS), rng.choice(_COLOUR_NAMES), rng.choice(SIZES), obj.position)
+            new = Obj(rng.choice(KINDS), rng.choice(COLOUR_NAMES), rng.choice(SIZES), obj.position)
             if new != obj:
                 return new
 

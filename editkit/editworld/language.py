@@ -5,7 +5,17 @@ from __future__ import annotations
 import re
 
 from .edit_types import GLOBAL_ACTIONS
-from .world import BACKGROUNDS, COLOURS, KINDS, MARKERS, POSITION_PHRASE, POSITIONS, SIZES, Obj, tokenize
+from .world import (
+    BACKGROUND_NAMES,
+    COLOUR_NAMES,
+    KINDS,
+    MARKERS,
+    POSITION_PHRASE,
+    POSITIONS,
+    SIZES,
+    Obj,
+    tokenize,
+)
 
 
 # Instructions have several paraphrases; rewrites are canonical (one template per action).
@@ -62,9 +72,6 @@ T_MM_REPLACE_PAIR = ("replace the {a} with the {b}", "swap the {a} for the {b}",
 CAPTION_WORDS = ("a", "an", "empty", "background", "with", "and", ",")
 """Words that :func:`describe` adds around attribute values."""
 
-_COLOUR_NAMES = tuple(COLOURS)
-_BG_NAMES = tuple(BACKGROUNDS)
-
 
 def rewrite_for(action: str, obj: Obj | None, result: Obj | None, **extra: str) -> str:
     """The canonical explicit rewrite of an edit (what an expressive instruction should say)."""
@@ -90,7 +97,7 @@ def rewrite_for(action: str, obj: Obj | None, result: Obj | None, **extra: str) 
 def _template_tokens() -> set[str]:
     texts: list[str] = []
     groups = [T_RECOLOUR, T_REMOVE, T_ADD, T_REPLACE, T_GROW, T_SHRINK, T_MOVE, T_BACKGROUND, T_ODD,
-              T_MM_ADD, T_MM_REPLACE, T_MM_REMOVE, *T_GLOBAL.values(), *T_UNIQUE.values(),
+              T_MM_ADD, T_MM_REPLACE, T_MM_REMOVE, T_MM_REPLACE_PAIR, *T_GLOBAL.values(), *T_UNIQUE.values(),
               *T_SUPERLATIVE.values(), *T_SPATIAL.values(), tuple(R_GLOBAL.values()), tuple(CAPTION_PREFIX.values())]
     for group in groups:
         texts += list(group)
@@ -110,7 +117,7 @@ def vocabulary() -> list[str]:
     """
     tokens = _template_tokens()
     tokens.update(["the", "only"])  # explicit references "the red circle"
-    for values in (KINDS, _COLOUR_NAMES, SIZES, _BG_NAMES, POSITIONS, tuple(POSITION_PHRASE.values()),
+    for values in (KINDS, COLOUR_NAMES, SIZES, BACKGROUND_NAMES, POSITIONS, tuple(POSITION_PHRASE.values()),
                    CAPTION_WORDS, MARKERS):
         for value in values:
             tokens.update(tokenize(value))

@@ -58,6 +58,9 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
 }
 """Named muted background tones (the "change the background" edit). Pairwise >= 30 apart in mean
 channel difference, so a background of the wrong colour fails the region check of edit success."""
+COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
+BACKGROUND_NAMES: tuple[str, ...] = tuple(BACKGROUNDS)
+"""The object colour and background tone names, in table order (what the generator draws from)."""
 
 BACKGROUND_STYLES: tuple[str, ...] = ("flat", "gradient", "radial", "noise")
 """Background texture styles; each has ``BACKGROUND_VARIANTS`` variants (direction, centre or noise
