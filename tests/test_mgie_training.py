@@ -15,7 +15,8 @@ from editkit_mgie.tiny import image_processor
 
 
 def test_mgie_recipe_runs_and_produces_a_working_guide(tmp_path):
-    from editkit.training.mgie import MGIERecipe, Pool, img_states, train_mgie
+    from editkit.training.mgie import MGIERecipe, train_mgie
+    from editkit.training.mgie_data import Pool, img_states
 
     ip2p = save_components(tiny_components(0), tmp_path / "ip2p")  # stands in for the trained ip2p folder
     out = tmp_path / "mgie"
@@ -127,6 +128,20 @@ def test_mgie_phases_2_3_on_a_newer_ip2p_unet(tmp_path):
     want = UNet2DConditionModel.from_pretrained(new / "unet").state_dict()
     assert all(torch.equal(got[k], want[k]) for k in want)  # steps=0: the new ip2p UNet unchanged
 
+    # phase 3 with --train-unet false: the head learns through the diffusion loss, the ip2p UNet (and so its
+    # measured guidance) stays as it was
+    train_mgie(MGIERecipe(out=tmp_path / "c", ip2p=new, init=tmp_path / "b", unet_from="ip2p", train_unet=False,
+                          size="test", image_size=32, pool=8, pretrain_steps=0, align_steps=0, steps=2, batch_size=4,
+                          lr=0.01, ema=0.0, eval_count=0), progress=False)
+    c = json.loads((tmp_path / "c" / "mgie_config.json").read_text())
+    assert c["sampling"] == {"text_scale": 1.0, "image_scale": 1.5}
+    got = UNet2DConditionModel.from_pretrained(tmp_path / "c" / "unet").state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    from editkit.weights import load_state_dict
+
+    head_b, head_c = (load_state_dict(tmp_path / d / "edit_head.safetensors") for d in ("b", "c"))
+    assert any(not torch.equal(head_b[k], head_c[k]) for k in head_b)
+
 
 def test_pretrained_clip_vision_tower_is_exact_frozen_and_normalised_as_trained(tmp_path):
     """``--vision-tower``: the open_clip image tower becomes LLaVA's tower exactly (every layer), stays frozen
@@ -138,7 +153,8 @@ def test_pretrained_clip_vision_tower_is_exact_frozen_and_normalised_as_trained(
     from editkit.backend.clip import CONFIG_NAME, WEIGHTS_NAME
     from editkit.training.clip_vision import (check_vision_export, load_vision_tower, vision_tower_config,
                                               vision_tower_state)
-    from editkit.training.mgie import MGIERecipe, Pool, train_mgie
+    from editkit.training.mgie import MGIERecipe, train_mgie
+    from editkit.training.mgie_data import Pool
 
     cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16,
                                            "patch_size": 8},
@@ -186,3 +202,37 @@ def test_pretrained_clip_vision_tower_is_exact_frozen_and_normalised_as_trained(
     again.load(BackendCache())
     resumed = {k.removeprefix("vision_model."): v for k, v in again.mllm.model.model.vision_tower.state_dict().items()}
     assert all(torch.equal(resumed[k], v) for k, v in vision_tower_state(clip_dir).items())
+
+    # --train-tower: the same resume fine-tunes the pretrained tower and records where it came from
+    train_mgie(MGIERecipe(out=tmp_path / "d", ip2p=ip2p, init=out, train_tower=True, size="test", image_size=32,
+                          pool=8, pretrain_steps=2, pretrain_batch_size=4, pretrain_lr=0.01, align_steps=0, steps=0,
+                          eval_count=0), progress=False)
+    llm_meta = json.loads((tmp_path / "d" / "mgie_config.json").read_text())["llm"]
+    assert llm_meta["tuned_vision_tower"] == str(clip_dir) and "frozen_vision_tower" not in llm_meta
+    tuned = MGIEGuide(model=str(tmp_path / "d"), steps=2, progress=False)
+    tuned.load(BackendCache())
+    moved = {k.removeprefix("vision_model."): v for k, v in tuned.mllm.model.model.vision_tower.state_dict().items()}
+    assert not all(torch.equal(moved[k], v) for k, v in vision_tower_state(clip_dir).items())
+    train_mgie(MGIERecipe(out=tmp_path / "e", ip2p=ip2p, init=tmp_path / "d", size="test", image_size=32, pool=8,
+                          pretrain_steps=0, align_steps=1, steps=0, batch_size=4, eval_count=0), progress=False)
+    assert json.loads((tmp_path / "e" / "mgie_config.json").read_text())["llm"]["tuned_vision_tower"] == str(clip_dir)
+
+
+def test_phase_one_draws_from_its_own_latent_free_pool(tmp_path):
+    from editkit.training.mgie import MGIERecipe, train_mgie
+    from editkit.training.mgie_data import Pool
+
+    ip2p = save_components(tiny_components(0), tmp_path / "ip2p")
+    out = tmp_path / "mgie"
+    train_mgie(MGIERecipe(out=out, ip2p=ip2p, size="test", image_size=32, pool=8, pretrain_pool=40,
+                          pretrain_steps=1, pretrain_batch_size=4, align_steps=0, steps=0, eval_count=0), progress=False)
+    first = json.loads((out / "logs" / "mgie" / "log.jsonl").read_text().splitlines()[0])
+    assert first["pool"] == 8 and first["pretrain_pool"] == 40
+
+    from editkit import editworld
+
+    guide = MGIEGuide(model=str(out), steps=2, progress=False)
+    guide.load(BackendCache())
+    s = editworld.generate("train", 2, seed=0, types="referring", size=32)
+    batch = Pool(s, guide.mllm, None, 1.0, 8).batch(torch.tensor([1, 0]))
+    assert "src" not in batch and "tgt" not in batch and batch["pixel_values"].shape == (2, 3, 32, 32)

@@ -26,7 +26,6 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -34,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ..config import EditkitModel
 from .common import RunLog, cosine_lr, group_samples, plugin_module, set_threads, spread, write_recipe
+from .mgie_data import Pool, expressive_exact_match, img_states, lm_forward
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -49,6 +49,10 @@ class MGIERecipe(EditkitModel):
         "'auto' = init when --init is given, else ip2p. Use 'ip2p' to redo phases 2-3 on a newer ip2p UNet.")
     types: str = Field("explicit,referring", description="EditWorld families/types, comma-separated; equal shares.")
     pool: int = Field(20000, ge=8, le=10_000_000, description="EditWorld training samples held in memory.")
+    pretrain_pool: int = Field(
+        0, ge=0, le=10_000_000, description="Phase 1 draws from its own pool of this many EditWorld samples (images "
+        "and token ids only, no VAE latents, so it can be far larger than --pool; seed --seed + 1); 0: the shared "
+        "pool. Referring edits need many distinct scenes, or the LLM memorises the pool instead of reading images.")
     image_size: int = Field(64, ge=16, le=512, description="EditWorld image size (also the vision tower's).")
     size: Literal["editworld", "test"] = Field("editworld", description="Model sizes (editkit_mgie.tiny.SIZES).")
     seed: int = Field(0, description="Seed of data and initialisation.")
@@ -74,88 +78,18 @@ class MGIERecipe(EditkitModel):
         "LLaVA; with --init, the LLM is kept and only the projector starts anew. None: the --init folder's tower "
         "(frozen if it came from such a folder, as recorded in mgie_config.json), else the tiny tower trained "
         "from scratch in phase 1.")
+    train_unet: bool = Field(
+        True, description="Phase 3 trains the UNet (the reference recipe). false: the UNet stays the --ip2p one "
+        "and only the token embeddings, LM head and edit head learn, through the LM and diffusion losses, so the "
+        "folder can keep sharing the ip2p UNet (and its measured guidance) instead of storing its own.")
+    train_tower: bool = Field(
+        False, description="Phase 1 also fine-tunes a pretrained vision tower (--vision-tower, or the --init "
+        "folder's frozen one) instead of keeping it frozen as LLaVA does; the saved LLM keeps the tuned tower.")
     device: str = Field("cpu", description="Torch device of the models being trained ('cpu', 'cuda').")
 
 
 def _plugin(module: str):
     return plugin_module("mgie", module)
-
-
-# ----------------------------------------------------------------------------------- data
-class Pool:
-    """EditWorld samples as tensors: images for the tower (uint8), VAE latents, prompt/target token ids."""
-
-    def __init__(self, samples, mllm, vae, scale: float, n_img: int) -> None:
-        from .ip2p import encode_pool
-
-        tok = mllm.tokenizer
-        self.samples = samples
-        self.pixels = torch.from_numpy(np.stack([s.source for s in samples])).permute(0, 3, 1, 2)
-        self.src = encode_pool(vae, [s.source for s in samples])
-        self.tgt = encode_pool(vae, [s.target for s in samples]) * scale
-        self.prompts = [mllm.prompt_ids(s.instruction) for s in samples]
-        self.answers = [tok(s.rewrite, add_special_tokens=False).input_ids for s in samples]
-        self.tail = list(mllm.img_ids) + [tok.eos_token_id]
-        self.pad = mllm.pad_id
-        self.n_img = n_img
-        proc = mllm.image_processor  # the guide's own normalisation (tested against it)
-        self.mean = torch.tensor(proc.image_mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(proc.image_std).view(1, 3, 1, 1)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def batch(self, idx: torch.Tensor, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-        """Right-padded teacher-forcing batch; ``img_pos[b]`` is the position whose state predicts [IMG0]."""
-        rows, labels, pos = [], [], []
-        for i in idx.tolist():
-            prompt, answer = self.prompts[i], self.answers[i] + self.tail
-            rows.append(prompt + answer)
-            labels.append([-100] * len(prompt) + answer)
-            pos.append(len(prompt) + len(self.answers[i]) - 1)
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
-        lab = torch.full((len(rows), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for b, (r, l) in enumerate(zip(rows, labels)):
-            ids[b, : len(r)], lab[b, : len(l)], mask[b, : len(r)] = torch.tensor(r), torch.tensor(l), 1
-        out = {"input_ids": ids, "labels": lab, "attention_mask": mask, "img_pos": torch.tensor(pos),
-               "pixel_values": (self.pixels[idx].float() / 255 - self.mean) / self.std, "src": self.src[idx], "tgt": self.tgt[idx]}
-        return {k: v.to(device) for k, v in out.items()}
-
-
-def lm_forward(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cross-entropy on the answer tokens, last-layer hidden states)."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                pixel_values=batch["pixel_values"], output_hidden_states=True)
-    logits = out.logits[:, :-1].float()
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
-    return ce, out.hidden_states[-1]
-
-
-def img_states(hidden: torch.Tensor, pos: torch.Tensor, n: int) -> torch.Tensor:
-    """``hidden[b, pos_b : pos_b + n]`` for every b: the states that predict [IMG0]..[IMG(n-1)]."""
-    index = pos[:, None] + torch.arange(n, device=pos.device)[None]
-    return hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
-
-
-@torch.no_grad()
-def expressive_exact_match(mllm, samples, max_new_tokens: int, batch: int = 32) -> dict[str, float]:
-    """Greedy decoding as the guide does it; exact match of the cleaned text with the rewrite, by family."""
-    from PIL import Image
-
-    from ..editworld import normalize_text
-
-    mllm.model.eval()
-    hits: dict[str, list[int]] = {}
-    for i in range(0, len(samples), batch):
-        chunk = samples[i: i + batch]
-        out = mllm.run([Image.fromarray(s.source) for s in chunk], [s.instruction for s in chunk],
-                       max_new_tokens=max_new_tokens)
-        for s, text in zip(chunk, out.texts):
-            ok = normalize_text(text).rstrip(" .") == normalize_text(s.rewrite).rstrip(" .")
-            hits.setdefault(s.family, []).append(int(ok))
-    return {f"exact_match_{fam}": round(sum(v) / len(v), 4) for fam, v in sorted(hits.items())}
 
 
 # ----------------------------------------------------------------------------------- training
@@ -265,6 +199,8 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
         log.write(note="frozen pretrained vision tower", vision_tower=frozen_tower)
     if frozen_tower is not None:
         meta["frozen_vision_tower"] = frozen_tower
+    elif recipe.init is not None and init_cfg["llm"].get("tuned_vision_tower"):  # keep the record when resuming
+        meta["tuned_vision_tower"] = init_cfg["llm"]["tuned_vision_tower"]
     mllm = mllm_mod.MLLM(model, tok, processor, meta)
     n_img = mllm.n_img
     if recipe.init is not None:
@@ -288,7 +224,7 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
     # without phase 3 the UNet is the ip2p one unchanged, so the guidance its trainer measured best still holds
     from ..backend.components import sampling_defaults
 
-    unet_is_ip2p = recipe.steps == 0 and (recipe.init is None or recipe.unet_from == "ip2p")
+    unet_is_ip2p = (recipe.steps == 0 or not recipe.train_unet) and (recipe.init is None or recipe.unet_from == "ip2p")
     sampling = sampling_defaults(ip2p) if unet_is_ip2p else {}
 
     def save(note: str) -> None:
@@ -300,8 +236,12 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
     samples = group_samples("train", recipe.pool, recipe.seed, recipe.types, recipe.image_size)
     val = group_samples("val", recipe.eval_count, recipe.seed, recipe.types, recipe.image_size)
     pool = Pool(samples, mllm, vae, scale, n_img)
+    text_pool = pool
+    if recipe.pretrain_pool and recipe.pretrain_steps:
+        text_pool = Pool(group_samples("train", recipe.pretrain_pool, recipe.seed + 1, recipe.types,
+                                       recipe.image_size), mllm, None, scale, n_img)
     probe = spread(val, 64)  # val is ordered by family; the probe covers every family
-    log.write(pool=len(pool), llm_params=sum(p.numel() for p in model.parameters()),
+    log.write(pool=len(pool), pretrain_pool=len(text_pool), llm_params=sum(p.numel() for p in model.parameters()),
               head_params=sum(p.numel() for p in head.parameters()), image_tokens=mllm.image_seq_length)
     results: dict[str, Any] = {"pool": len(pool)}
 
@@ -310,22 +250,23 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
     head.to(device)
     unet.to(device)
 
-    def sample_idx(n):
-        return torch.randint(0, len(pool), (n,), generator=gen)
-
-    def batch(n):
-        idx = sample_idx(n)
-        return idx, pool.batch(idx, device)
+    def batch(n, source=pool):
+        idx = torch.randint(0, len(source), (n,), generator=gen)
+        return idx, source.batch(idx, device)
 
     # ---- phase 1: LLM pre-training (all LLaVA weights but a pretrained tower; CE only)
     model.train().requires_grad_(True)
-    if frozen_tower is not None:
+    if frozen_tower is not None and not recipe.train_tower:
         model.model.vision_tower.eval().requires_grad_(False)
+    elif frozen_tower is not None:  # a pretrained tower, fine-tuned from here on
+        meta.pop("frozen_vision_tower", None)
+        meta["tuned_vision_tower"] = frozen_tower
+        log.write(note="fine-tuning the pretrained vision tower in phase 1", vision_tower=frozen_tower)
     params = list(model.parameters())
     opt = _optimizer(params, recipe.pretrain_lr)
     bar = tqdm(range(recipe.pretrain_steps), desc="mgie 1/3 llm", disable=not progress)
     for step in bar:
-        ce, _ = lm_forward(model, batch(recipe.pretrain_batch_size)[1])
+        ce, _ = lm_forward(model, batch(recipe.pretrain_batch_size, text_pool)[1])
         _step(opt, ce, params, step, recipe.pretrain_steps, recipe.pretrain_lr, warmup=200)
         if step % recipe.log_every == 0 or step == recipe.pretrain_steps - 1:
             bar.set_postfix(ce=f"{ce.item():.4f}")
@@ -372,9 +313,10 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
     embed.weight.requires_grad_(True)
     lm_head.weight.requires_grad_(True)
     lora = _add_lora(model, recipe.lora_rank) if recipe.lora_rank and recipe.steps else []
-    unet.train().requires_grad_(True)
+    unet.train(recipe.train_unet).requires_grad_(recipe.train_unet)
     head.train().requires_grad_(True)
-    trainable = [embed.weight, lm_head.weight, *lora, *head.parameters(), *unet.parameters()]
+    trainable = [embed.weight, lm_head.weight, *lora, *head.parameters(),
+                 *(unet.parameters() if recipe.train_unet else ())]
     ema = [p.detach().clone() for p in trainable]
     opt = _optimizer(trainable, recipe.lr)
     alphas = DDPMScheduler.from_config(sched_cfg).alphas_cumprod
