@@ -70,6 +70,20 @@ def test_lora_option_needs_peft(monkeypatch):
         _add_lora(object(), 4)
 
 
+def test_train_tower_needs_a_pretrained_tower(tmp_path):
+    import pytest
+
+    from editkit.errors import GuideConfigError
+    from editkit.training.mgie import MGIERecipe, train_mgie
+
+    ip2p = save_components(tiny_components(0), tmp_path / "ip2p")
+    with pytest.raises(GuideConfigError, match="option 'train_tower'.*--vision-tower"):
+        train_mgie(MGIERecipe(out=tmp_path / "a", ip2p=ip2p, train_tower=True, size="test", image_size=32, pool=8,
+                              pretrain_steps=1, pretrain_batch_size=4, align_steps=0, steps=0, eval_count=0),
+                   progress=False)
+    assert not (tmp_path / "a").exists()  # refused before anything is written
+
+
 def test_lora_adapters_merge_into_a_plain_llava():
     import pytest
 

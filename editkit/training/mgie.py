@@ -156,6 +156,16 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
     from ..backend.tiny import SCHEDULER_CONFIG
 
     tiny, layout, mllm_mod, head_mod = (_plugin(m) for m in ("tiny", "layout", "mllm", "edit_head"))
+    init_cfg = json.loads((Path(recipe.init) / layout.CONFIG_FILE).read_text()) if recipe.init is not None else {}
+    init_llm = init_cfg.get("llm", {})
+    # where a pretrained, frozen vision tower came from (kept when resuming from --init)
+    frozen_tower = init_llm.get("frozen_vision_tower")
+    if recipe.train_tower and frozen_tower is None and recipe.vision_tower is None:
+        from ..errors import GuideConfigError
+
+        raise GuideConfigError("train mgie", "train_tower", "there is no pretrained, frozen tower to fine-tune: give "
+                               "--vision-tower, or --init a folder whose tower is frozen (any other tower already "
+                               "trains in phase 1)")
     set_threads()
     torch.manual_seed(recipe.seed)
     gen = torch.Generator().manual_seed(recipe.seed)
@@ -185,22 +195,19 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
             unet = UNet2DConditionModel.from_pretrained(Path(recipe.init) / "unet")
         sizes["llm_width"] = model.config.text_config.hidden_size
         processor = CLIPImageProcessor.from_pretrained(Path(recipe.init) / "llm")
-        init_cfg = json.loads((Path(recipe.init) / layout.CONFIG_FILE).read_text())
     else:
         tok = tiny.tokenizer()
         model = tiny.llava(tok, sizes, seed=recipe.seed)
         processor = tiny.image_processor(recipe.image_size)
     meta = tiny.tiny_meta(max_new_tokens=recipe.max_new_tokens)
-    # where a pretrained, frozen vision tower came from (kept when resuming from --init)
-    frozen_tower = init_cfg["llm"].get("frozen_vision_tower") if recipe.init is not None else None
     if recipe.vision_tower is not None:
         model, processor = _with_pretrained_tower(model, tok, sizes, recipe, tiny)
         frozen_tower = str(recipe.vision_tower)
         log.write(note="frozen pretrained vision tower", vision_tower=frozen_tower)
     if frozen_tower is not None:
         meta["frozen_vision_tower"] = frozen_tower
-    elif recipe.init is not None and init_cfg["llm"].get("tuned_vision_tower"):  # keep the record when resuming
-        meta["tuned_vision_tower"] = init_cfg["llm"]["tuned_vision_tower"]
+    elif init_llm.get("tuned_vision_tower"):  # keep the record when resuming
+        meta["tuned_vision_tower"] = init_llm["tuned_vision_tower"]
     mllm = mllm_mod.MLLM(model, tok, processor, meta)
     n_img = mllm.n_img
     if recipe.init is not None:
@@ -296,7 +303,7 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
             idx, b = batch(recipe.batch_size)
             with torch.no_grad():
                 _, hidden = lm_forward(model, b)
-                target = encode([pool.samples[i].rewrite for i in idx.tolist()])
+                target = encode([pool.rewrites[i] for i in idx.tolist()])
             emb = model.get_input_embeddings().weight[-n_img:].detach()
             loss = F.mse_loss(head(img_states(hidden, b["img_pos"], n_img), emb), target) + \
                 F.mse_loss(head.null(emb), null_target)

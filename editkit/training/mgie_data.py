@@ -15,12 +15,12 @@ class Pool:
         from .ip2p import encode_pool
 
         tok = mllm.tokenizer
-        self.samples = samples
+        self.rewrites = [s.rewrite for s in samples]  # only what training reads, not the samples' other images
         self.pixels = torch.from_numpy(np.stack([s.source for s in samples])).permute(0, 3, 1, 2)
         self.src = encode_pool(vae, [s.source for s in samples]) if vae is not None else None
         self.tgt = encode_pool(vae, [s.target for s in samples]) * scale if vae is not None else None
         self.prompts = [mllm.prompt_ids(s.instruction) for s in samples]
-        self.answers = [tok(s.rewrite, add_special_tokens=False).input_ids for s in samples]
+        self.answers = [tok(r, add_special_tokens=False).input_ids for r in self.rewrites]
         self.tail = list(mllm.img_ids) + [tok.eos_token_id]
         self.pad = mllm.pad_id
         self.n_img = n_img
@@ -29,7 +29,7 @@ class Pool:
         self.std = torch.tensor(proc.image_std).view(1, 3, 1, 1)
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.rewrites)
 
     def batch(self, idx: torch.Tensor, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
         """Right-padded teacher-forcing batch; ``img_pos[b]`` is the position whose state predicts [IMG0]."""
