@@ -84,6 +84,18 @@ def test_train_tower_needs_a_pretrained_tower(tmp_path):
     assert not (tmp_path / "a").exists()  # refused before anything is written
 
 
+def test_pretrain_pool_without_phase_1_is_refused(tmp_path):
+    import pytest
+
+    from editkit.config import validate_config
+    from editkit.errors import GuideConfigError
+    from editkit.training.mgie import MGIERecipe
+
+    with pytest.raises(GuideConfigError, match="option 'pretrain_steps'.*--pretrain-pool"):
+        validate_config("train mgie", MGIERecipe, {"out": str(tmp_path), "pretrain_pool": 1000, "pretrain_steps": 0})
+    assert validate_config("train mgie", MGIERecipe, {"out": str(tmp_path), "pretrain_steps": 0}).pretrain_pool == 0
+
+
 def test_lora_adapters_merge_into_a_plain_llava():
     import pytest
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 
 from editkit.backend import BackendCache
 from editkit.testing import contract_image
@@ -40,6 +41,18 @@ def test_vae_then_ip2p_recipes_produce_a_working_guide(tmp_path):
     a = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     b = load_file(more / "unet" / "diffusion_pytorch_model.safetensors")
     assert all((a[k] - b[k]).abs().max() < 1e-5 for k in a)  # started from the same weights
+
+    # --coordinates widens the continued UNet's conv_in by two zero-initialised input channels
+    coords = tmp_path / "coords"
+    shutil.copytree(out / "vae", coords / "vae")
+    train_ip2p(IP2PRecipe(out=coords, steps=1, batch_size=4, pool=8, init=out, lr=1e-12, coordinates=True),
+               progress=False)
+    c = load_file(coords / "unet" / "diffusion_pytorch_model.safetensors")
+    assert c["conv_in.weight"].shape[1] == 10 and c["conv_in.weight"][:, 8:].abs().max() < 1e-6
+    torch.testing.assert_close(c["conv_in.weight"][:, :8], a["conv_in.weight"], atol=1e-5, rtol=0)
+    wide = InstructPix2PixGuide(model=str(coords), steps=2, progress=False)
+    wide.load(BackendCache())
+    assert wide.edit(EditRequest(images=[contract_image((64, 64))], instructions=["add a red circle"])).images
 
     guide = InstructPix2PixGuide(model=str(out), steps=2, progress=False)
     guide.load(BackendCache())

@@ -109,13 +109,15 @@ def _scheduler_config(src: str) -> dict[str, Any]:
 
 def text_to_image_unet(unet):
     """A 4-channel text-to-image UNet from an 8-channel InstructPix2Pix UNet: ``conv_in`` keeps the noisy-latent
-    channels. Exactly the ip2p UNet fed zero source latents (its image-dropout null), since ``conv_in`` is linear."""
+    channels. Exactly the ip2p UNet fed zero source latents (its image-dropout null, which zeroes any coordinate
+    channels too), since ``conv_in`` is linear."""
     from diffusers import UNet2DConditionModel
 
     if unet.config.in_channels == 4:
         return unet
-    if unet.config.in_channels != 8:
-        raise GuideLoadError(f"expected a UNet with 4 or 8 input channels, got {unet.config.in_channels}")
+    if unet.config.in_channels not in (8, 10):
+        raise GuideLoadError(f"expected a UNet with 4, 8 or 10 (8 + coordinates) input channels, "
+                             f"got {unet.config.in_channels}")
     config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
     out = UNet2DConditionModel(**{**config, "in_channels": 4})
     state = unet.state_dict()

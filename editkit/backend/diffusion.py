@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ..types import Conditioning, EditRequest, StepState
 from .components import Components
+from .coordinates import image_conditioning
 from .images import crop_to, pad_to_multiple, pil_to_tensor, tensor_to_pil
 from .schedulers import make_scheduler, resolve_name
 from .speed import FusedDDIM, SpeedOptions, apply as apply_speed
@@ -176,7 +177,8 @@ class LatentDiffusionBackend:
                 and FusedDDIM.supports(sched, scheduler)):
             fused = FusedDDIM(sched, timesteps)
             fused = fused if fused.ok else None
-        denoiser = _Denoiser(self.unet_forward, cond, source_latents, batch, self.device, self.dtype,
+        image_cond = image_conditioning(self.unet, source_latents) if cond.mode == "ip2p" else source_latents
+        denoiser = _Denoiser(self.unet_forward, cond, image_cond, batch, self.device, self.dtype,
                              preallocate=shape if fused is not None else None, channels_last=self.speed.channels_last)
         if fused is not None:
             return self._fused_loop(denoiser, fused, latents, timesteps, progress)
@@ -280,6 +282,8 @@ class LatentDiffusionBackend:
         alphas = sched.alphas_cumprod.to(self.device, torch.float32)
         ts = sched.timesteps.flip(0)  # ascending
         x = latents.to(self.device, self.dtype)
+        if image_latents is not None:
+            image_latents = image_conditioning(self.unet, image_latents.to(self.device, self.dtype))
         for i, t in enumerate(tqdm(ts, desc="invert", disable=not progress, leave=False)):
             a_prev = alphas[int(ts[i - 1])] if i > 0 else sched.final_alpha_cumprod.to(self.device)
             a_t = alphas[int(t)]

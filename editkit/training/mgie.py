@@ -28,9 +28,10 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from tqdm.auto import tqdm
 
+from ..backend.coordinates import image_conditioning
 from ..config import EditkitModel
 from .common import RunLog, cosine_lr, group_samples, plugin_module, set_threads, spread, write_recipe
 from .mgie_data import Pool, expressive_exact_match, img_states, lm_forward
@@ -86,6 +87,14 @@ class MGIERecipe(EditkitModel):
         False, description="Phase 1 also fine-tunes a pretrained vision tower (--vision-tower, or the --init "
         "folder's frozen one) instead of keeping it frozen as LLaVA does; the saved LLM keeps the tuned tower.")
     device: str = Field("cpu", description="Torch device of the models being trained ('cpu', 'cuda').")
+
+    @field_validator("pretrain_steps")
+    @classmethod
+    def _phase_1_for_its_pool(cls, value: int, info: ValidationInfo) -> int:
+        if value == 0 and info.data.get("pretrain_pool"):
+            raise ValueError("0 skips phase 1, the only phase --pretrain-pool feeds; drop --pretrain-pool or "
+                             "give phase 1 steps")
+        return value
 
 
 def _plugin(module: str):
@@ -338,7 +347,7 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
         u = torch.rand(recipe.batch_size, generator=gen).to(device)
         drop_text, drop_image = u < 2 * p_drop, (u >= p_drop) & (u < 3 * p_drop)
         cond = torch.where(drop_text[:, None, None], head.null(emb).expand_as(cond), cond)
-        src = b["src"] * (~drop_image).float()[:, None, None, None]
+        src = image_conditioning(unet, b["src"]) * (~drop_image).float()[:, None, None, None]
         noise = torch.randn(b["tgt"].shape, generator=gen).to(device)
         t = torch.randint(0, alphas.shape[0], (recipe.batch_size,), generator=gen)
         a = alphas[t].view(-1, 1, 1, 1).to(device)

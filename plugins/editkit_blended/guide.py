@@ -26,9 +26,11 @@ class BlendedGuide(Guide):
 
     # ----------------------------------------------------------------- loading
     def load(self, backends) -> None:
+        from editkit.backend.coordinates import is_image_conditioned
+
         cfg = self.config
         self.backend = backends.get(cfg.model, device=cfg.device, dtype=cfg.dtype)
-        self.image_conditioned = self.backend.unet.config.in_channels == 8
+        self.image_conditioned = is_image_conditioned(self.backend.unet)
         self.clip = None
         if cfg.rank and cfg.candidates > 1 or cfg.clip_guidance_scale > 0:
             from editkit.backend.clip import load_clip
