@@ -42,6 +42,17 @@ def test_zero_initialised_coordinate_inputs_keep_the_function():
         add_coordinate_inputs(tiny_components(0, in_channels=4).unet)
 
 
+def test_random_coordinate_weights_match_the_other_input_weights_and_are_seeded():
+    unet = tiny_components(0).unet
+    a, b = add_coordinate_inputs(unet, "random", 1), add_coordinate_inputs(unet, "random", 1)
+    w = a.conv_in.weight
+    assert torch.equal(w, b.conv_in.weight) and torch.equal(w[:, :8], unet.conv_in.weight)
+    assert 0.8 < w[:, 8:].std() / w[:, :8].std() < 1.25
+    assert not torch.equal(w, add_coordinate_inputs(unet, "random", 2).conv_in.weight)
+    with pytest.raises(ValueError, match="'zero' or 'random'"):
+        add_coordinate_inputs(unet, "ones")
+
+
 def _backend(coordinate_weight: float) -> LatentDiffusionBackend:
     comps = tiny_components(0)
     comps.unet = add_coordinate_inputs(comps.unet)

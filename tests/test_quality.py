@@ -51,6 +51,22 @@ def test_readme_command_really_turns_the_red_circle_blue(ip2p):
     assert nearest == "blue" and np.linalg.norm(got - blue) < 0.5 * np.linalg.norm(got - red), got
 
 
+@pytest.mark.xfail(strict=True, reason="known defect (issue #3, docs/training.md 'Position words'): with the seed fixed, "
+                   "the committed UNet draws an added object at the same place whatever position the instruction "
+                   "names; the noise decides where (add edit success 5%); strict: passes again -> remove")
+def test_an_added_object_goes_where_the_instruction_says(ip2p):
+    corners = {"top left": (0, 0, 24, 24), "bottom right": (40, 40, 64, 64)}
+    src = next(s for s in generate("test", 80, seed=3, types="add") if len(s.scene.objects) == 1
+               and s.scene.objects[0].position not in corners and s.scene.objects[0].colour != "yellow")
+    yellow = np.array(COLOURS["yellow"], float)
+    for where, box in corners.items():
+        out = ip2p.edit(EditRequest(images=[Image.fromarray(src.source)],
+                                    instructions=[f"draw a large yellow diamond at the {where}"], seed=0)).images[0]
+        # the named corner, empty in the source, now holds a yellow object
+        pixels = np.asarray(out.crop(box), dtype=float).reshape(-1, 3)
+        assert (np.linalg.norm(pixels - yellow, axis=1) < 60).mean() > 0.1, where
+
+
 def test_vae_round_trip_psnr(ip2p):
     backend = ip2p.backend
     samples = generate("test", 32, seed=1, types="explicit")

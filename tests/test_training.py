@@ -45,7 +45,8 @@ def test_vae_then_ip2p_recipes_produce_a_working_guide(tmp_path):
     # --coordinates widens the continued UNet's conv_in by two zero-initialised input channels
     coords = tmp_path / "coords"
     shutil.copytree(out / "vae", coords / "vae")
-    train_ip2p(IP2PRecipe(out=coords, steps=1, batch_size=4, pool=8, init=out, lr=1e-12, coordinates=True),
+    train_ip2p(IP2PRecipe(out=coords, steps=1, batch_size=4, pool=8, init=out, lr=1e-12, coordinates=True,
+                          coordinate_init="zero"),
                progress=False)
     c = load_file(coords / "unet" / "diffusion_pytorch_model.safetensors")
     assert c["conv_in.weight"].shape[1] == 10 and c["conv_in.weight"][:, 8:].abs().max() < 1e-6

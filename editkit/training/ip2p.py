@@ -20,6 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
 from ..config import EditkitModel
+from ..errors import GuideConfigError
 from .common import RunLog, cosine_lr, images_to_tensor, set_threads, write_recipe
 
 
@@ -64,7 +65,18 @@ class IP2PRecipe(EditkitModel):
     coordinates: bool = Field(
         False, description="Give the UNet two coordinate input channels (x, y of each latent pixel; "
         "editkit.backend.coordinates), so cross-attention can place an edit 'at the top right'. With --init an "
-        "8-channel UNet gets them with zero weights, so training starts from exactly its function.",
+        "8-channel UNet gets them with new weights (--coordinate-init).",
+    )
+    coordinate_init: Literal["random", "zero"] = Field(
+        "random", description="New coordinate weights of an --init UNet: 'random' (the std of its other input "
+        "weights; breaks the symmetry that keeps zero weights from learning) or 'zero' (exactly the init's "
+        "function at the start).",
+    )
+    attention_levels: int | None = Field(
+        None, ge=1, le=4, description="Number of the UNet's coarsest levels with cross-attention (the EditWorld "
+        "UNet: 1, at 8x8; 2 adds 16x16). With --init, new levels start as identity blocks (zero output "
+        "projections, editkit.training.unet_growth), so training starts from exactly the init's function. "
+        "Default: the init's, else 1.",
     )
     compile: bool = Field(False, description="torch.compile the UNet (about 2.5 min of warm-up on CPU, ~20% faster steps).")
     save_every: int = Field(1000, ge=1, le=10_000_000, description="Save the EMA weights every N steps.")
@@ -130,6 +142,7 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
     from .. import editworld
     from ..backend.coordinates import add_coordinate_inputs, image_conditioning
     from ..backend.tiny import EDITWORLD_SCHEDULER_CONFIG, text_config, unet_config, word_tokenizer
+    from .unet_growth import with_cross_attention_levels
 
     set_threads()
     torch.manual_seed(recipe.seed)
@@ -169,7 +182,12 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
                                                   cross_attention_dim=text_encoder.config.hidden_size,
                                                   size="editworld"))
     if recipe.coordinates:
-        unet = add_coordinate_inputs(unet)
+        unet = add_coordinate_inputs(unet, recipe.coordinate_init, recipe.seed)
+    if recipe.attention_levels is not None:
+        try:
+            unet = with_cross_attention_levels(unet, recipe.attention_levels)
+        except ValueError as exc:
+            raise GuideConfigError("train ip2p", "attention_levels", str(exc)) from None
     noise_sched = DDPMScheduler.from_config(EDITWORLD_SCHEDULER_CONFIG)
     if frozen is None and not recipe.train_text:
         if recipe.init is None:
