@@ -178,8 +178,7 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
         unet = UNet2DConditionModel.from_pretrained(Path(recipe.init) / "unet")
     else:
         text_encoder = frozen or CLIPTextModel(CLIPTextConfig(**text_config(len(tokenizer), size="editworld")))
-        unet = UNet2DConditionModel(**unet_config(10 if recipe.coordinates else 8,
-                                                  cross_attention_dim=text_encoder.config.hidden_size,
+        unet = UNet2DConditionModel(**unet_config(8, cross_attention_dim=text_encoder.config.hidden_size,
                                                   size="editworld"))
     if recipe.coordinates:
         unet = add_coordinate_inputs(unet, recipe.coordinate_init, recipe.seed)

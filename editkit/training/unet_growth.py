@@ -42,8 +42,9 @@ def with_cross_attention_levels(unet, levels: int):
     if unexpected or any(".attentions." not in key for key in missing):
         raise ValueError(f"cannot carry the weights over: missing {missing[:3]}, unexpected {unexpected[:3]}")
     with torch.no_grad():
-        for name, module in grown.named_modules():
-            if name.endswith("proj_out") and any(name.startswith(k.rsplit(".proj_out", 1)[0]) for k in missing):
-                module.weight.zero_()
-                module.bias.zero_()
+        for key in missing:
+            if key.endswith(".proj_out.weight"):  # a new block: make its output projection zero
+                layer = grown.get_submodule(key[: -len(".weight")])
+                layer.weight.zero_()
+                layer.bias.zero_()
     return grown if grown.dtype == unet.dtype else grown.to(dtype=unet.dtype)
