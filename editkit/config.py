@@ -28,6 +28,9 @@ class GuideConfig(EditkitModel):
     progress: bool = Field(True, description="Show a tqdm progress bar over the denoising steps.")
 
 
+#: Sampler names of the diffusion guides (editkit.backend.schedulers); 'auto' = the weights' own or recommended one.
+SchedulerName = Literal["auto", "ddim", "ddpm", "euler_ancestral", "dpmpp_2m"]
+
 CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
 
 

@@ -9,6 +9,9 @@ from .config import GuideConfig, validate_config
 from .errors import InvalidInputError, MissingInputError
 from .types import Candidate, Conditioning, EditRequest, EditResult, StepState
 
+#: Sampling steps of a diffusion guide whose config and weights name none.
+DEFAULT_STEPS = 20
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -135,13 +138,18 @@ class Guide(abc.ABC):
         return {name: self.guidance_scale(name, ref) for name, ref in DualGuidanceConfig.REFERENCE.items()}
 
     def sampling_options(self) -> dict[str, Any]:
-        """Backend sampling options taken from the config (steps, scheduler); guides may override."""
+        """Backend sampling options taken from the config (steps, scheduler); guides may override.
+
+        ``steps`` None and ``scheduler`` 'auto' take the weights' recommendation (``editkit_sampling.json``)
+        when it names one; otherwise 20 steps and the checkpoint's own scheduler."""
         cfg = self.config
-        return {
-            "steps": getattr(cfg, "steps", 20),
-            "scheduler": getattr(cfg, "scheduler", "ddim"),
-            "progress": cfg.progress,
-        }
+        steps = getattr(cfg, "steps", None)
+        scheduler = getattr(cfg, "scheduler", "ddim")
+        if self.backend is not None:
+            steps = steps if steps is not None else int(self.backend.recommended("steps", DEFAULT_STEPS))
+            scheduler = self.backend.recommended("scheduler", "auto") if scheduler == "auto" else scheduler
+        return {"steps": steps if steps is not None else DEFAULT_STEPS, "scheduler": scheduler,
+                "progress": cfg.progress}
 
     def edit(self, request: EditRequest) -> EditResult:
         if self.backend is None:

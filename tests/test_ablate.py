@@ -171,6 +171,15 @@ def test_run_writes_the_report_and_resumes(tmp_path, dummies):
     page = (tmp_path / "docs" / "trial" / "report.html").read_text()
     assert all((tmp_path / "docs" / "trial" / s).is_file() for s in re.findall(r'src="([^"]+)"', page))
     assert len(copied) == 5 + len(set(sources))
+    # a re-export drops the images of variants the report no longer shows, and keeps files of its own
+    docs = tmp_path / "docs" / "trial"
+    stale = docs / "runs" / "gone-variant-0000" / "outputs" / "x.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    (docs / "NOTES.md").write_text("mine")
+    assert sorted(export(out, docs)) == sorted(copied)
+    assert not (docs / "runs" / "gone-variant-0000").exists() and (docs / "NOTES.md").read_text() == "mine"
+    assert all((docs / s).is_file() for s in re.findall(r'src="([^"]+)"', page))
 
 
 def test_ablation_refuses_a_foreign_folder(tmp_path, dummies):

@@ -84,7 +84,7 @@ def test_guide_null_is_used_not_the_empty_prompt(backend):
     assert not np.array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("scheduler", ["ddim", "ddpm", "euler_ancestral"])
+@pytest.mark.parametrize("scheduler", ["ddim", "ddpm", "euler_ancestral", "dpmpp_2m"])
 def test_same_seed_byte_identical_and_size_kept(backend, scheduler):
     src = image(4, size=(37, 29))  # not a multiple of the VAE factor
     req = EditRequest(images=[src], instructions=["make the star red"], seed=11)
@@ -251,6 +251,29 @@ def test_v_prediction_zero_snr_schedule_samples_and_guides():
     hook = GradHook()
     guided = b.sample(cond, [3], height=32, width=32, steps=5, progress=False, hooks=hook)
     assert hook.calls == 5 and guided.norm() < plain.norm()
+
+
+def test_dpm_solver_converges_faster_than_ddim_on_the_zero_snr_v_schedule():
+    """DPM-Solver++(2M) is second order: at 8 steps it lands far nearer the 200-step DDIM solution of the same ODE
+    than 8 DDIM steps do (the EditWorld schedule: v-prediction, zero terminal SNR, trailing timesteps)."""
+    from editkit.backend.schedulers import make_scheduler
+    from editkit.backend.tiny import EDITWORLD_SCHEDULER_CONFIG
+
+    sched = make_scheduler("dpmpp_2m", EDITWORLD_SCHEDULER_CONFIG)
+    assert type(sched).__name__ == "DPMSolverMultistepScheduler"
+    assert (sched.config.algorithm_type, sched.config.solver_order, sched.config.prediction_type) == \
+        ("dpmsolver++", 2, "v_prediction")
+    comps = tiny_components(2, in_channels=4)
+    comps.scheduler_config = dict(EDITWORLD_SCHEDULER_CONFIG, _class_name="DDIMScheduler")
+    b = LatentDiffusionBackend(comps)
+    cond = Conditioning(cond=b.encode_text(["a star"]), mode="noise")
+
+    def run(scheduler, steps):
+        return b.sample(cond, [3], height=32, width=32, steps=steps, scheduler=scheduler, progress=False)
+
+    exact = run("ddim", 200)
+    err_ddim, err_dpm = (float((run(s, 8) - exact).norm() / exact.norm()) for s in ("ddim", "dpmpp_2m"))
+    assert err_dpm < 0.7 * err_ddim, (err_dpm, err_ddim)  # measured 0.078 against 0.149
 
 
 def test_auto_scheduler_follows_the_checkpoint():

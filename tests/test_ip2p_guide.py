@@ -80,3 +80,32 @@ def test_unset_guidance_scales_follow_the_weights_recommendation(tmp_path):
     (tuned / SAMPLING_FILE).write_text("{not json")
     with pytest.raises(GuideLoadError, match="cannot read .*editkit_sampling.json"):
         InstructPix2PixGuide(model=str(tuned)).load(BackendCache())
+
+
+def test_unset_steps_and_auto_scheduler_follow_the_weights_recommendation(tmp_path, monkeypatch):
+    import json
+
+    from editkit.backend.components import SAMPLING_FILE
+
+    plain = save_components(tiny_components(0), tmp_path / "plain")
+    tuned = save_components(tiny_components(0), tmp_path / "tuned")
+    (tuned / SAMPLING_FILE).write_text(json.dumps({"steps": 3, "scheduler": "dpmpp_2m", "_measured": "x"}))
+    cases = [
+        (plain, {}, (20, "auto")),  # no recommendation: 20 steps, the checkpoint's own scheduler
+        (tuned, {}, (3, "dpmpp_2m")),
+        (tuned, {"steps": 5, "scheduler": "ddim"}, (5, "ddim")),  # set options win
+    ]
+    req = EditRequest(images=[contract_image((32, 32))], instructions=["make it red"], seed=0)
+    for folder, options, expected in cases:
+        guide = InstructPix2PixGuide(model=str(folder), progress=False, **options)
+        guide.load(BackendCache())
+        seen = {}
+
+        def fake_generate(cond, request, **kwargs):
+            seen.update(kwargs)
+            return [im.copy() for im in request.images]
+
+        monkeypatch.setattr(guide.backend, "generate", fake_generate)
+        guide.edit(req)
+        assert (seen["steps"], seen["scheduler"]) == expected
+        monkeypatch.undo()

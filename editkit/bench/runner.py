@@ -33,7 +33,7 @@ class BenchSpec(EditkitModel):
     fast: bool = Field(True, description="editkit's eager fast paths: channels-last, fused QKV (the fused DDIM "
                        "sampler and the batched branches are always on unless --set turns them off).")
     compile: CompileMode = Field("off", description="torch.compile mode of the UNet (warm-up reported apart).")
-    scheduler: Literal["ddim", "euler_ancestral", "ddpm"] = Field("ddim", description="Sampler of both sides.")
+    scheduler: Literal["ddim", "euler_ancestral", "ddpm", "dpmpp_2m"] = Field("ddim", description="Sampler of both sides.")
     new_tokens: int = Field(40, ge=1, le=1024, description="mgie with random weights: tokens the LLM decodes "
                             "(random weights never write [IMG], so exactly this many; 32 words + 8 [IMG]).")
     repeats: int = Field(5, ge=1, le=1000, description="Timed runs (the median is reported).")

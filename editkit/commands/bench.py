@@ -30,7 +30,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--compile", default="off", help="torch.compile the UNet: off, default, reduce-overhead, "
                    "max-autotune (compilation shows in the warm-up times)")
     p.add_argument("--no-fast", dest="fast", action="store_false", help="leave channels-last and fused QKV off")
-    p.add_argument("--scheduler", default="ddim", help="ddim (default), euler_ancestral or ddpm, on both sides")
+    p.add_argument("--scheduler", default="ddim", help="ddim (default), euler_ancestral, ddpm or dpmpp_2m, on both sides")
     p.add_argument("--new-tokens", type=int, default=40, help="mgie with random weights: tokens to decode "
                    "(default 40: a 32-token expressive instruction + 8 [IMG])")
     p.add_argument("--repeats", type=int, default=5, help="timed runs, median reported (default: 5)")

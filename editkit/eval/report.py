@@ -335,10 +335,16 @@ def write_report(out: Path, spec: Any, variants: Sequence[Any], dataset: EvalDat
     return {"plots": plots, "notes": notes, "columns": cols}
 
 
+#: Folders of an exported report that hold only what its report.html shows; a re-export replaces them.
+EXPORTED_IMAGE_FOLDERS = ("runs", "samples", "plots")
+
+
 def export(out: Path, dest: Path) -> list[Path]:
     """Copy the report of ``out`` into ``dest`` without the bulky run folders: the tables, report.md,
     plots, and report.html with exactly the images it shows (same relative paths, so it still opens
-    from disk). For committing a report, e.g. to docs/ablations/."""
+    from disk). For committing a report, e.g. to docs/ablations/. Re-exporting into the same ``dest``
+    removes the images an earlier export left there that the new report no longer shows (variants
+    whose options changed), and nothing else."""
     import re
     import shutil
 
@@ -356,4 +362,17 @@ def export(out: Path, dest: Path) -> list[Path]:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, target)
             copied.append(target)
+    _remove_stale_images(dest, {p.resolve() for p in copied})
     return copied
+
+
+def _remove_stale_images(dest: Path, keep: set[Path]) -> None:
+    for name in EXPORTED_IMAGE_FOLDERS:
+        folder = dest / name
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*"), reverse=True):  # children before their folders
+            if path.is_file() and path.resolve() not in keep:
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()

@@ -23,8 +23,10 @@ class BlendedConfig(DualGuidanceConfig, DiffusionGuideConfig):
                                         "'openai' for ViT-B-16; fetched into the Hugging Face cache once).")
     prompt: str | None = Field(None, description="Text for CLIP guidance and ranking (a description of the wanted "
                                "region, e.g. 'a blue circle'); default: the instruction.")
-    steps: int = Field(20, ge=1, le=1000, description="Sampling steps of the full schedule (the reference uses "
-                       "DDIM 50 at full size).")
+    steps: int | None = Field(
+        None, ge=1, le=1000, description="Sampling steps of the full schedule; None: the diffusion weights' "
+        "recommendation (editkit_sampling.json: 10 for the EditWorld weights), else 20 (the reference uses DDIM 50 "
+        "at full size).")
     skip: float = Field(0.25, ge=0.0, lt=1.0, description="Fraction of the schedule skipped: sampling starts from the "
                         "source noised to that level (Blended Latent Diffusion: 0.25).")
     scheduler: Literal["ddim", "ddpm"] = Field("ddim", description="Sampler (CLIP guidance needs DDIM or DDPM).")

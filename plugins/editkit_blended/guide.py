@@ -68,10 +68,6 @@ class BlendedGuide(Guide):
             extra={"guidance_through_unet": cfg.guidance_gradient == "unet"},
         )
 
-    def sampling_options(self) -> dict[str, Any]:
-        cfg = self.config
-        return {"steps": cfg.steps, "scheduler": cfg.scheduler, "progress": cfg.progress}
-
     # ----------------------------------------------------------------- per-step blending
     def on_step(self, state: StepState) -> "torch.Tensor":
         """Keep the edit inside the mask: outside it, the source noised to the level of ``state.latents``."""

@@ -6,11 +6,9 @@ classifier-free guidance with the source latents concatenated to an 8-channel UN
 """
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
-from editkit.config import DiffusionGuideConfig, DualGuidanceConfig
+from editkit.config import DiffusionGuideConfig, DualGuidanceConfig, SchedulerName
 from editkit.guide import Guide
 from editkit.types import Conditioning, EditRequest
 
@@ -22,10 +20,13 @@ class InstructPix2PixConfig(DualGuidanceConfig, DiffusionGuideConfig):
         "folder, or a hub id such as 'timbrooks/instruct-pix2pix'.",
         min_length=1,
     )
-    steps: int = Field(20, ge=1, le=1000, description="Sampling steps (the reference uses 100 at full size).")
-    scheduler: Literal["auto", "ddim", "ddpm", "euler_ancestral"] = Field(
-        "auto", description="Sampler; 'auto' uses the checkpoint's scheduler as diffusers' pipeline does "
-        "(Euler ancestral for timbrooks/instruct-pix2pix, DDIM for the EditWorld weights).",
+    steps: int | None = Field(
+        None, ge=1, le=1000, description="Sampling steps; None: the weights' recommendation (editkit_sampling.json: "
+        "10 for the EditWorld weights), else 20 (the reference uses 100 at full size).")
+    scheduler: SchedulerName = Field(
+        "auto", description="Sampler; 'auto': the weights' recommendation (editkit_sampling.json: DPM-Solver++(2M) "
+        "for the EditWorld weights), else the checkpoint's scheduler as diffusers' pipeline does (Euler ancestral "
+        "for timbrooks/instruct-pix2pix).",
     )
 
 

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from editkit.config import DiffusionGuideConfig, DualGuidanceConfig
+from editkit.config import DiffusionGuideConfig, DualGuidanceConfig, SchedulerName
 from editkit.quantization import Quantize
 
 
@@ -16,11 +16,13 @@ class MGIEConfig(DualGuidanceConfig, DiffusionGuideConfig):
         "('editkit train mgie' / 'editkit convert mgie'), a hub id holding that layout, or the official release "
         "folder with LLaVA-7B-v1/ and mgie_7b/ (converted in memory).",
     )
-    steps: int = Field(20, ge=1, le=1000, description="Sampling steps (the reference pipeline uses 100).")
-    scheduler: Literal["auto", "ddim", "ddpm", "euler_ancestral"] = Field(
-        "auto", description="Sampler; 'auto' uses the diffusion weights' own scheduler as diffusers' pipeline does: "
-        "Euler ancestral for the official release (its timbrooks/instruct-pix2pix shell, as the reference demo), "
-        "DDIM for the EditWorld weights (the same sampler as the ip2p guide on them).")
+    steps: int | None = Field(
+        None, ge=1, le=1000, description="Sampling steps; None: the weights' recommendation ('sampling' in "
+        "mgie_config.json), else 20 (the reference pipeline uses 100).")
+    scheduler: SchedulerName = Field(
+        "auto", description="Sampler; 'auto': the weights' recommendation ('sampling' in mgie_config.json), else the "
+        "diffusion weights' own scheduler as diffusers' pipeline does: Euler ancestral for the official release (its "
+        "timbrooks/instruct-pix2pix shell, as the reference demo), DDIM for EditWorld folders without one.")
     max_new_tokens: int | None = Field(
         None, ge=1, le=1024, description="Most LLM tokens to generate; None: the checkpoint's value (official 96).")
     no_repeat_ngram_size: int | None = Field(
