@@ -56,6 +56,20 @@ class DiffusionGuideConfig(SpeedOptions, GuideConfig):
         return SpeedOptions(**{k: getattr(self, k) for k in SpeedOptions.model_fields})
 
 
+class SamplingConfig(EditkitModel):
+    """Steps and sampler of a diffusion guide; unset, they take the weights' recommendation
+    (:meth:`editkit.guide.Guide.sampling_options`)."""
+
+    steps: int | None = Field(
+        None, ge=1, le=1000, description="Sampling steps; None: the weights' recommendation (editkit_sampling.json, "
+        "or 'sampling' in the guide's own weights config; 10 for the EditWorld weights), else 20 (the reference "
+        "pipelines use 100 at full size).")
+    scheduler: SchedulerName = Field(
+        "auto", description="Sampler; 'auto': the weights' recommendation (DDIM for the EditWorld weights), else the "
+        "checkpoint's own scheduler as diffusers' pipeline does (Euler ancestral for timbrooks/instruct-pix2pix "
+        "and the official MGIE release). dpmpp_2m is DPM-Solver++(2M).")
+
+
 class DualGuidanceConfig(EditkitModel):
     """InstructPix2Pix-style dual classifier-free guidance scales; None takes the weights' recommendation
     (:meth:`editkit.guide.Guide.guidance_scale`)."""

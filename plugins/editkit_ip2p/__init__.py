@@ -8,25 +8,17 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from editkit.config import DiffusionGuideConfig, DualGuidanceConfig, SchedulerName
+from editkit.config import DiffusionGuideConfig, DualGuidanceConfig, SamplingConfig
 from editkit.guide import Guide
 from editkit.types import Conditioning, EditRequest
 
 
-class InstructPix2PixConfig(DualGuidanceConfig, DiffusionGuideConfig):
+class InstructPix2PixConfig(SamplingConfig, DualGuidanceConfig, DiffusionGuideConfig):
     model: str = Field(
         "editworld",
         description="Weights: 'editworld' (committed tiny EditWorld weights), a local diffusers-layout "
         "folder, or a hub id such as 'timbrooks/instruct-pix2pix'.",
         min_length=1,
-    )
-    steps: int | None = Field(
-        None, ge=1, le=1000, description="Sampling steps; None: the weights' recommendation (editkit_sampling.json: "
-        "10 for the EditWorld weights), else 20 (the reference uses 100 at full size).")
-    scheduler: SchedulerName = Field(
-        "auto", description="Sampler; 'auto': the weights' recommendation (editkit_sampling.json: DPM-Solver++(2M) "
-        "for the EditWorld weights), else the checkpoint's scheduler as diffusers' pipeline does (Euler ancestral "
-        "for timbrooks/instruct-pix2pix).",
     )
 
 

@@ -5,24 +5,17 @@ from typing import Literal
 
 from pydantic import Field
 
-from editkit.config import DiffusionGuideConfig, DualGuidanceConfig, SchedulerName
+from editkit.config import DiffusionGuideConfig, DualGuidanceConfig, SamplingConfig
 from editkit.quantization import Quantize
 
 
-class MGIEConfig(DualGuidanceConfig, DiffusionGuideConfig):
+class MGIEConfig(SamplingConfig, DualGuidanceConfig, DiffusionGuideConfig):
     model: str = Field(
         "editworld", min_length=1,
         description="Weights: 'editworld' (committed tiny EditWorld MGIE), a folder in the editkit MGIE layout "
         "('editkit train mgie' / 'editkit convert mgie'), a hub id holding that layout, or the official release "
         "folder with LLaVA-7B-v1/ and mgie_7b/ (converted in memory).",
     )
-    steps: int | None = Field(
-        None, ge=1, le=1000, description="Sampling steps; None: the weights' recommendation ('sampling' in "
-        "mgie_config.json), else 20 (the reference pipeline uses 100).")
-    scheduler: SchedulerName = Field(
-        "auto", description="Sampler; 'auto': the weights' recommendation ('sampling' in mgie_config.json), else the "
-        "diffusion weights' own scheduler as diffusers' pipeline does: Euler ancestral for the official release (its "
-        "timbrooks/instruct-pix2pix shell, as the reference demo), DDIM for EditWorld folders without one.")
     max_new_tokens: int | None = Field(
         None, ge=1, le=1024, description="Most LLM tokens to generate; None: the checkpoint's value (official 96).")
     no_repeat_ngram_size: int | None = Field(
