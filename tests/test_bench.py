@@ -36,6 +36,16 @@ def test_bench_reports_medians_stages_memory_and_the_diffusers_ratio():
     assert result["guide_options"]["fuse_qkv"] and result["guide_options"]["channels_last"]
 
 
+def test_bench_gives_a_guide_that_needs_a_mask_the_samples_edit_masks():
+    from editkit.bench.runner import inputs
+
+    spec = BenchSpec(guide="blended", size="tiny", steps=2, repeats=1, warmup=0, options={"candidates": 2})
+    images, _, masks = inputs(spec, 2)
+    assert [m.size for m in masks] == [im.size for im in images] and all(np.asarray(m).any() for m in masks)
+    result = run_bench(spec, log=lambda _line: None)  # blended refuses an edit without a mask
+    assert {"denoise", "rank"} <= set(result["results"][0]["editkit"]["stages_median_s"])
+
+
 def test_bench_mgie_random_decodes_exactly_the_requested_tokens():
     spec = BenchSpec(guide="mgie", size="test", steps=2, new_tokens=7, repeats=1, warmup=0)
     guide = load_guide(spec)

@@ -100,7 +100,8 @@ def _decode_exactly(guide) -> None:
 
 
 def inputs(spec: BenchSpec, batch: int):
-    """Source images and instructions: EditWorld scenes for tiny weights, noise images otherwise."""
+    """Source images, instructions and edit masks: EditWorld scenes with their edit masks for tiny weights,
+    noise images with a centred box (half the side) otherwise."""
     import numpy as np
     from PIL import Image
 
@@ -108,17 +109,22 @@ def inputs(spec: BenchSpec, batch: int):
         from .. import editworld
 
         samples = editworld.generate("test", batch, seed=0, types="explicit", size=spec.side)
-        return [Image.fromarray(s.source) for s in samples], [s.instruction for s in samples]
+        masks = [Image.fromarray(s.mask.astype(np.uint8) * 255, mode="L") for s in samples]
+        return [Image.fromarray(s.source) for s in samples], [s.instruction for s in samples], masks
     rng = np.random.RandomState(0)
     images = [Image.fromarray(rng.randint(0, 255, (spec.side, spec.side, 3), dtype=np.uint8)) for _ in range(batch)]
-    return images, ["make the red circle blue"] * batch
+    box = np.zeros((spec.side, spec.side), dtype=np.uint8)
+    box[spec.side // 4: 3 * spec.side // 4, spec.side // 4: 3 * spec.side // 4] = 255
+    return images, ["make the red circle blue"] * batch, [Image.fromarray(box, mode="L")] * batch
 
 
 def time_editkit(guide, spec: BenchSpec, batch: int) -> Measurement:
     from ..types import EditRequest
 
-    images, instructions = inputs(spec, batch)
-    request = EditRequest(images=images, instructions=instructions, seed=0)
+    images, instructions, masks = inputs(spec, batch)
+    # only guides that need a mask get one, so the others time exactly what a plain edit does
+    request = EditRequest(images=images, instructions=instructions, seed=0,
+                          masks=masks if "mask" in guide.needs else None)
 
     def run() -> dict[str, float]:
         return guide.edit(request).timings
@@ -155,7 +161,7 @@ def time_diffusers(guide, spec: BenchSpec, batch: int, compiled: bool) -> Measur
     pipe = diffusers_pipeline(backend, spec.scheduler)
     if compiled:
         pipe.unet = torch.compile(backend.unet, mode=spec.compile)
-    images, instructions = inputs(spec, batch)
+    images, instructions, _ = inputs(spec, batch)
     device = backend.device.type
 
     def run() -> None:
