@@ -151,6 +151,12 @@ class Guide(abc.ABC):
         return {"steps": steps if steps is not None else DEFAULT_STEPS, "scheduler": scheduler,
                 "progress": cfg.progress}
 
+    def effective_config(self, sampling: dict[str, Any]) -> dict[str, Any]:
+        """The config as it ran: unset steps and an 'auto' sampler replaced by what the weights recommended."""
+        config = self.config.model_dump()
+        config.update({k: v for k, v in sampling.items() if k in ("steps", "scheduler") and k in config})
+        return config
+
     def edit(self, request: EditRequest) -> EditResult:
         if self.backend is None:
             raise RuntimeError(f"guide '{self.name}' is not loaded; call load() first")
@@ -160,8 +166,9 @@ class Guide(abc.ABC):
         cond = self.prepare(request)
         timings["prepare"] = time.perf_counter() - t0
         k = self.num_candidates()
+        sampling = self.sampling_options()
         images = self.backend.generate(cond, request, hooks=self, timings=timings, num_candidates=k,
-                                       speed=self.speed_options(), **self.sampling_options())
+                                       speed=self.speed_options(), **sampling)
         aligned = request.repeat(k)
         t0 = time.perf_counter()
         images = self.postprocess(images, aligned)
@@ -174,7 +181,7 @@ class Guide(abc.ABC):
         return EditResult(
             images=images,
             guide=self.name,
-            config=self.config.model_dump(),
+            config=self.effective_config(sampling),
             seed=request.seed,
             text=self.text_output(request),
             timings=timings,

@@ -154,6 +154,7 @@ def test_cli_eval_resumes_and_writes_run_json_and_csv(dataset, tmp_path, capsys)
     assert run["versions"]["editkit"] and run["versions"]["python"] and run["device"]["device"] == "cpu"
     assert run["dataset"]["format"] == "editworld" and run["cli"]["limit"] == 2
     assert "guide_seconds" in run["timings"] and "load_seconds" in run["timings"]
+    assert run["sampling"] is None  # a guide without a diffusion backend has no steps or sampler to record
     with (out / "summary.csv").open(newline="", encoding="utf-8") as fh:
         table = list(csv.reader(fh))
     assert table[0] == ["metric", "value", "better", "count"]

@@ -86,6 +86,7 @@ def test_unset_steps_and_auto_scheduler_follow_the_weights_recommendation(tmp_pa
     import json
 
     from editkit.backend.components import SAMPLING_FILE
+    from editkit.eval.runner import _sampling_record
 
     plain = save_components(tiny_components(0), tmp_path / "plain")
     tuned = save_components(tiny_components(0), tmp_path / "tuned")
@@ -106,6 +107,8 @@ def test_unset_steps_and_auto_scheduler_follow_the_weights_recommendation(tmp_pa
             return [im.copy() for im in request.images]
 
         monkeypatch.setattr(guide.backend, "generate", fake_generate)
-        guide.edit(req)
+        result = guide.edit(req)
         assert (seen["steps"], seen["scheduler"]) == expected
+        assert (result.config["steps"], result.config["scheduler"]) == expected  # the settings it ran with
+        assert _sampling_record(guide) == {"steps": expected[0], "scheduler": expected[1]}  # run.json of eval
         monkeypatch.undo()

@@ -332,9 +332,17 @@ def run_eval(
     summary = R.clean(summary)
     R.write_summary(out, summary, suite.directions())
     attempts[-1].update({"finished": now(), "samples_run": len(todo)})
-    run_record.update({"status": "complete", "attempts": attempts, "timings": {
+    run_record.update({"status": "complete", "attempts": attempts, "sampling": _sampling_record(guide), "timings": {
         "guide_seconds": counters["guide_seconds"], "metric_seconds": dict(suite.seconds),
         "wall_seconds": summary["seconds_total"], **{k: v for k, v in (extra_summary or {}).items() if k.endswith("_seconds")},
     }})
     R.write_json(out / R.RUN_FILE, run_record)
     return summary
+
+
+def _sampling_record(guide: Any) -> dict[str, Any] | None:
+    """Steps and sampler as the guide runs them (unset options resolved from the weights' recommendation);
+    None for guides without a diffusion backend."""
+    if getattr(guide, "backend", None) is None:
+        return None
+    return {k: v for k, v in guide.sampling_options().items() if k in ("steps", "scheduler")}

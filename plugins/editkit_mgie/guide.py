@@ -135,8 +135,9 @@ class MGIEGuide(Guide):
         cond = self.conditioning(out.hidden)
         timings["edit_head"] = time.perf_counter() - t0
         timings["prepare"] = timings["llm"] + timings["edit_head"]
+        sampling = self.sampling_options()
         images = self.backend.generate(cond, request, hooks=self, timings=timings, speed=self.speed_options(),
-                                       **self.sampling_options())
+                                       **sampling)
         n = self.mllm.n_img
         warnings = [
             f"mgie: sample {i}: the model generated no [IMG0] token within "
@@ -144,6 +145,6 @@ class MGIEGuide(Guide):
             "positions instead (the reference's fallback)"
             for i, ok in enumerate(out.found) if not ok
         ]
-        return EditResult(images=images, guide=self.name, config=self.config.model_dump(), seed=request.seed,
+        return EditResult(images=images, guide=self.name, config=self.effective_config(sampling), seed=request.seed,
                           text=list(out.texts), timings=timings, warnings=warnings,
                           extras={"img_token_found": list(out.found), "llm_output": list(out.raw)})
