@@ -11,6 +11,8 @@ from .types import Candidate, Conditioning, EditRequest, EditResult, StepState
 
 #: Sampling steps of a diffusion guide whose config and weights name none.
 DEFAULT_STEPS = 20
+#: The options of :meth:`Guide.sampling_options` that a weights folder may recommend and a result records.
+SAMPLING_KEYS = ("steps", "scheduler")
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -145,16 +147,17 @@ class Guide(abc.ABC):
         cfg = self.config
         steps = getattr(cfg, "steps", None)
         scheduler = getattr(cfg, "scheduler", "ddim")
-        if self.backend is not None:
-            steps = steps if steps is not None else int(self.backend.recommended("steps", DEFAULT_STEPS))
-            scheduler = self.backend.recommended("scheduler", "auto") if scheduler == "auto" else scheduler
-        return {"steps": steps if steps is not None else DEFAULT_STEPS, "scheduler": scheduler,
-                "progress": cfg.progress}
+        recommended = self.backend.recommended if self.backend is not None else (lambda _name, default: default)
+        if steps is None:
+            steps = int(recommended("steps", DEFAULT_STEPS))
+        if scheduler == "auto":
+            scheduler = recommended("scheduler", "auto")
+        return {"steps": steps, "scheduler": scheduler, "progress": cfg.progress}
 
     def effective_config(self, sampling: dict[str, Any]) -> dict[str, Any]:
         """The config as it ran: unset steps and an 'auto' sampler replaced by what the weights recommended."""
         config = self.config.model_dump()
-        config.update({k: v for k, v in sampling.items() if k in ("steps", "scheduler") and k in config})
+        config.update({k: v for k, v in sampling.items() if k in SAMPLING_KEYS and k in config})
         return config
 
     def edit(self, request: EditRequest) -> EditResult:

@@ -112,3 +112,7 @@ def test_unset_steps_and_auto_scheduler_follow_the_weights_recommendation(tmp_pa
         assert (result.config["steps"], result.config["scheduler"]) == expected  # the settings it ran with
         assert _sampling_record(guide) == {"steps": expected[0], "scheduler": expected[1]}  # run.json of eval
         monkeypatch.undo()
+    for bad, option in (({"steps": 0}, "steps"), ({"steps": "ten"}, "steps"), ({"scheduler": "plms"}, "scheduler")):
+        (tuned / SAMPLING_FILE).write_text(json.dumps(bad))
+        with pytest.raises(GuideLoadError, match=f"editkit_sampling.json: recommended '{option}'"):
+            InstructPix2PixGuide(model=str(tuned)).load(BackendCache())

@@ -78,9 +78,19 @@ def load_components(source: str | Path, *, text: bool = True, unet_subfolder: st
                       tokenizer=tokenizer, extra={"sampling": sampling_defaults(src)})
 
 
-def sampling_settings(data: dict[str, Any]) -> dict[str, Any]:
-    """The settings of a recommended-sampling record, without its ``_``-prefixed notes (``_measured``)."""
-    return {k: v for k, v in data.items() if not k.startswith("_")}
+def sampling_settings(data: dict[str, Any], where: str = "the weights' sampling record") -> dict[str, Any]:
+    """The settings of a recommended-sampling record, without its ``_``-prefixed notes (``_measured``).
+    A recommended ``steps`` or ``scheduler`` that no guide could run is a :class:`GuideLoadError` naming ``where``."""
+    from .schedulers import SCHEDULERS
+
+    settings = {k: v for k, v in data.items() if not k.startswith("_")}
+    steps = settings.get("steps")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 1000):
+        raise GuideLoadError(f"{where}: recommended 'steps' must be an integer from 1 to 1000, got {steps!r}")
+    if "scheduler" in settings and settings["scheduler"] not in SCHEDULERS:
+        raise GuideLoadError(f"{where}: recommended 'scheduler' {settings['scheduler']!r} is not one of "
+                             f"{', '.join(SCHEDULERS)}")
+    return settings
 
 
 def sampling_defaults(src: str | Path) -> dict[str, Any]:
@@ -92,7 +102,7 @@ def sampling_defaults(src: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise GuideLoadError(f"cannot read {path}: {exc}") from None
-    return sampling_settings(data)
+    return sampling_settings(data, str(path))
 
 
 def _scheduler_config(src: str) -> dict[str, Any]:

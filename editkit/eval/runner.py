@@ -343,6 +343,8 @@ def run_eval(
 def _sampling_record(guide: Any) -> dict[str, Any] | None:
     """Steps and sampler as the guide runs them (unset options resolved from the weights' recommendation);
     None for guides without a diffusion backend."""
+    from ..guide import SAMPLING_KEYS
+
     if getattr(guide, "backend", None) is None:
         return None
-    return {k: v for k, v in guide.sampling_options().items() if k in ("steps", "scheduler")}
+    return {k: v for k, v in guide.sampling_options().items() if k in SAMPLING_KEYS}

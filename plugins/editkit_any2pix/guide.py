@@ -64,7 +64,8 @@ class Any2PixGuide(Guide):
         comps = load_components(self.weights.pipeline)
         comps.unet = text_to_image_unet(comps.unet)  # an ip2p UNet without its source channels
         # the recommendation is this folder's, not the pipeline folder's (whose editkit_sampling.json is ip2p's)
-        comps.extra["sampling"] = sampling_settings(self.weights.config.get("sampling", {}))
+        comps.extra["sampling"] = sampling_settings(self.weights.config.get("sampling", {}),
+                                                    "guide 'any2pix': 'sampling' in any2pix_config.json")
         self.backend = LatentDiffusionBackend(comps, device=device, dtype=dtype)
         layout.attach_adapter(self.backend.unet, self.weights.adapter, cfg.adapter_scale)
         unet = self.backend.unet.to(self.backend.device)  # the adapter's new layers

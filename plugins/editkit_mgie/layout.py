@@ -175,7 +175,7 @@ def diffusion_loader(unet: str, sampling: dict[str, Any] | None = None):
     def load_fn(src: str):
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
-        from editkit.backend.components import Components, _load, _scheduler_config
+        from editkit.backend.components import Components, _load, _scheduler_config, sampling_settings
 
         upath = Path(unet)
         if upath.is_dir():
@@ -197,7 +197,8 @@ def diffusion_loader(unet: str, sampling: dict[str, Any] | None = None):
                 raise GuideLoadError(f"guide 'mgie': '{upath}' does not fit the UNet of '{src}' "
                                      f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         vae = _load(AutoencoderKL, src, "vae", use_safetensors=None)  # the hub shell may only have .bin
+        recommended = sampling_settings(sampling or {}, "guide 'mgie': 'sampling' in mgie_config.json")
         return Components(unet=unet_model, vae=vae, scheduler_config=_scheduler_config(src),
-                          extra={"sampling": dict(sampling or {})})
+                          extra={"sampling": recommended})
 
     return load_fn
