@@ -46,6 +46,15 @@ def test_bench_gives_a_guide_that_needs_a_mask_the_samples_edit_masks():
     assert {"denoise", "rank"} <= set(result["results"][0]["editkit"]["stages_median_s"])
 
 
+def test_bench_without_steps_times_what_an_edit_runs_the_weights_recommendation():
+    """No --steps: the committed weights' recommended steps, as `editkit edit` runs them, reported in the result."""
+    lines: list[str] = []
+    result = run_bench(BenchSpec(guide="ip2p", size="tiny", repeats=1, warmup=0), log=lines.append)
+    assert result["steps"] == 10 and result["spec"]["steps"] is None and "steps" not in result["spec"]["options"]
+    assert lines[0] == "ip2p: 10 sampling steps (the weights' recommendation)"
+    assert run_bench(BenchSpec(guide="ip2p", size="test", steps=3, repeats=1, warmup=0), log=lambda _l: None)["steps"] == 3
+
+
 def test_bench_mgie_random_decodes_exactly_the_requested_tokens():
     spec = BenchSpec(guide="mgie", size="test", steps=2, new_tokens=7, repeats=1, warmup=0)
     guide = load_guide(spec)

@@ -24,7 +24,8 @@ class BenchSpec(EditkitModel):
     size: Literal["tiny", "full", "test"] = Field(
         "tiny", description="tiny: the committed EditWorld weights; full: released architectures with random "
         "weights; test: tiny random plumbing shapes.")
-    steps: int = Field(20, ge=1, le=1000, description="Sampling steps.")
+    steps: int | None = Field(None, ge=1, le=1000, description="Sampling steps; None: the guide's own (its "
+                              "weights' recommendation, as `editkit edit` runs it).")
     batch_sizes: list[int] = Field([1], min_length=1, description="Batch sizes to time, one result each.")
     resolution: int | None = Field(None, ge=16, le=4096, description="Square input size (default: 64 tiny, "
                                    "512 full, 32 test).")
@@ -56,8 +57,10 @@ class BenchSpec(EditkitModel):
 
 def guide_options(spec: BenchSpec, known: set[str] | None = None) -> dict[str, Any]:
     """The guide options of a bench run; the bench's own settings only where the guide has them."""
-    opts: dict[str, Any] = {"steps": spec.steps, "device": spec.device, "dtype": spec.dtype, "progress": False,
+    opts: dict[str, Any] = {"device": spec.device, "dtype": spec.dtype, "progress": False,
                             "scheduler": spec.scheduler, "compile": spec.compile}
+    if spec.steps is not None:
+        opts["steps"] = spec.steps
     if spec.fast:
         opts.update(channels_last=True, fuse_qkv=True)
     if spec.guide == "mgie" and spec.size != "tiny":
@@ -146,6 +149,11 @@ def diffusers_pipeline(backend, scheduler: str):
     return pipe
 
 
+def sampling_steps(guide) -> int:
+    """The steps an edit of the loaded guide runs (set, or the weights' recommendation)."""
+    return int(guide.sampling_options()["steps"])
+
+
 def time_diffusers(guide, spec: BenchSpec, batch: int, compiled: bool) -> Measurement:
     import torch
 
@@ -163,9 +171,10 @@ def time_diffusers(guide, spec: BenchSpec, batch: int, compiled: bool) -> Measur
         pipe.unet = torch.compile(backend.unet, mode=spec.compile)
     images, instructions, _ = inputs(spec, batch)
     device = backend.device.type
+    steps = sampling_steps(guide)
 
     def run() -> None:
-        pipe(prompt=instructions, image=images, num_inference_steps=spec.steps, guidance_scale=7.5,
+        pipe(prompt=instructions, image=images, num_inference_steps=steps, guidance_scale=7.5,
              image_guidance_scale=1.5, generator=torch.Generator("cpu").manual_seed(0))
 
     return measure(run, device=device, warmup=spec.warmup, repeats=spec.repeats)
@@ -197,8 +206,10 @@ def environment(guide) -> dict[str, Any]:
 
 def run_bench(spec: BenchSpec, log=print) -> dict[str, Any]:
     guide = load_guide(spec)
+    steps = sampling_steps(guide)
     out: dict[str, Any] = {"spec": spec.model_dump(mode="json"), "guide_options": guide.config.model_dump(mode="json"),
-                           "environment": environment(guide), "results": []}
+                           "steps": steps, "environment": environment(guide), "results": []}
+    log(f"{spec.guide}: {steps} sampling steps" + (" (the weights' recommendation)" if spec.steps is None else ""))
     for batch in spec.batch_sizes:
         row: dict[str, Any] = {"batch": batch}
         if spec.compare == "diffusers":

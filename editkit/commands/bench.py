@@ -21,7 +21,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--guide", default="ip2p", help="guide to time (default: ip2p)")
     p.add_argument("--size", default="tiny", help="tiny (committed weights), full (random, released shapes), "
                    "test (random, tiny shapes)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: 20 tiny/test, 50 full)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the guide's own recommendation; 50 for --size full)")
     p.add_argument("--batch", default="1", metavar="B[,B...]", help="batch sizes, comma-separated (default: 1)")
     p.add_argument("--resolution", type=int, help="square input size (default: 64 tiny, 512 full, 32 test)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                   dtype=args.dtype or ("float16" if cuda else "float32"), fast=args.fast, compile=args.compile,
                   scheduler=args.scheduler, new_tokens=args.new_tokens, repeats=args.repeats, warmup=args.warmup,
                   compare=args.compare, options=parse_pairs(args.options, "--set", as_json=True),
-                  steps=args.steps or (50 if args.size == "full" else 20))
+                  steps=args.steps or (50 if args.size == "full" else None))
     if args.resolution is not None:
         fields["resolution"] = args.resolution
     from ..bench.runner import BenchSpec
