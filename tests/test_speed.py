@@ -98,6 +98,33 @@ def test_fuse_qkv_really_fuses_and_unfuses():
     assert {type(p).__name__ for p in backend.unet.attn_processors.values()} == {"AttnProcessor2_0"}
 
 
+def test_fuse_qkv_keeps_ip_adapter_cross_attention_and_its_result():
+    """A UNet with IP-Adapter image tokens (any2pix): the plain attentions are fused, the adapter's decoupled
+    cross-attention keeps its processor, and the UNet's output is the same."""
+    from editkit_any2pix.layout import attach_adapter, random_adapter
+
+    backend = make_backend(5, in_channels=4)
+    unet = backend.unet
+    attach_adapter(unet, random_adapter(unet, embed_dim=16, seed=1), scale=1.0)
+    gen = torch.Generator().manual_seed(0)
+    x, emb = torch.randn(2, 4, 8, 8, generator=gen), torch.randn(2, 1, 16, generator=gen)
+    context = backend.encode_text(["make the red circle blue", "remove the star"])
+
+    def run() -> torch.Tensor:
+        with torch.inference_mode():
+            return unet(x, 500, encoder_hidden_states=context, added_cond_kwargs={"image_embeds": [emb]}).sample
+
+    ref = run()
+    apply(backend, SpeedOptions(fuse_qkv=True))
+    kinds = [type(p).__name__ for p in unet.attn_processors.values()]
+    assert set(kinds) == {"FusedAttnProcessor2_0", "IPAdapterAttnProcessor2_0"}
+    assert kinds.count("IPAdapterAttnProcessor2_0") == sum(n.endswith("attn2.processor") for n in unet.attn_processors)
+    torch.testing.assert_close(run(), ref, atol=1e-5, rtol=1e-5)
+    apply(backend, SpeedOptions())
+    assert {type(p).__name__ for p in unet.attn_processors.values()} == {"AttnProcessor2_0", "IPAdapterAttnProcessor2_0"}
+    torch.testing.assert_close(run(), ref, atol=1e-6, rtol=1e-6)
+
+
 def test_vae_tiling_runs_in_tiles_above_the_tile_size_only(monkeypatch):
     backend = make_backend(3)
     vae = backend.vae

@@ -3,7 +3,8 @@
 Every switch keeps results identical within floating-point tolerance (tests/test_speed.py):
 
 - ``channels_last``: UNet and VAE weights and activations in NHWC (faster convolutions on GPUs, tensor cores);
-- ``fuse_qkv``: one projection matmul instead of three in every self-attention (diffusers' own fusion);
+- ``fuse_qkv``: one projection matmul instead of three in every self-attention and two in every cross-attention
+  with the plain processor (diffusers' own fusion; an IP-Adapter's cross-attention keeps its processor);
 - ``compile``: ``torch.compile`` of the UNet forward (mode as given; "reduce-overhead" captures CUDA graphs).
   The first calls at a new shape pay the compilation; benchmarks report that warm-up separately;
 - ``vae_tiling``: decode/encode large images in overlapping tiles (diffusers' tiling), bounded memory;
@@ -53,20 +54,19 @@ def _compiled(backend: Any, mode: str):
 
 
 def _set_fused_qkv(unet: Any, fused: bool) -> None:
-    """diffusers' fusion: q/k/v in self-attention and k/v in cross-attention become one matmul each."""
-    from diffusers.models.attention_processor import AttnProcessor2_0, FusedAttnProcessor2_0
+    """diffusers' fusion, per attention module: q/k/v become one matmul in self-attention and k/v one in
+    cross-attention. Only modules with the plain processor are fused; others (e.g. the IP-Adapter's decoupled
+    cross-attention) keep theirs, so the fast path stays available to a UNet that has them."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
 
-    if fused:
-        others = {type(p).__name__ for p in unet.attn_processors.values()} - {"AttnProcessor2_0"}
-        if others:
-            from ..errors import InvalidInputError
-
-            raise InvalidInputError(f"option 'fuse_qkv': not supported with the {', '.join(sorted(others))} "
-                                    "attention of this UNet (e.g. IP-Adapter image tokens)")
-        unet.fuse_qkv_projections()
-        unet.set_attn_processor(FusedAttnProcessor2_0())
-    else:
-        unet.set_attn_processor(AttnProcessor2_0())
+    for module in unet.modules():
+        if not isinstance(module, Attention):
+            continue
+        if fused and type(module.processor) is AttnProcessor2_0:
+            module.fuse_projections()
+            module.set_processor(FusedAttnProcessor2_0())
+        elif not fused and type(module.processor) is FusedAttnProcessor2_0:
+            module.set_processor(AttnProcessor2_0())  # the separate q/k/v weights were kept
 
 
 class FusedDDIM:

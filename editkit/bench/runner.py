@@ -77,8 +77,7 @@ def load_guide(spec: BenchSpec):
     from ..errors import InvalidInputError
 
     cls = registry.load_guide_class(spec.guide)
-    known = set(cls.Config.model_fields) - set(getattr(cls, "unsupported_fast_paths", ()))
-    guide = api._guide_instance(spec.guide, guide_options(spec, known))
+    guide = api._guide_instance(spec.guide, guide_options(spec, set(cls.Config.model_fields)))
     if spec.size == "tiny":
         api._ensure_loaded(guide)
         return guide

@@ -18,8 +18,6 @@ REFERENCE_SAMPLING = {"steps": 25, "cfg": 10.0}
 class Any2PixGuide(Guide):
     name = "any2pix"
     Config = Any2PixConfig
-    #: diffusers' fused QKV processors replace the IP-Adapter's decoupled cross-attention, so the bench skips it
-    unsupported_fast_paths: ClassVar[frozenset[str]] = frozenset({"fuse_qkv"})
     accepts: ClassVar[frozenset[str]] = frozenset(
         [f"image{i}" for i in range(1, MAX_REFERENCES + 1)] + [f"audio{i}" for i in range(1, MAX_REFERENCES + 1)])
 
