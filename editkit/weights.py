@@ -19,6 +19,12 @@ SAFETENSORS_SUFFIXES = {".safetensors"}
 TORCH_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
 
 
+def stored(tensor: "torch.Tensor", dtype: "torch.dtype") -> "torch.Tensor":
+    """A tensor as a weights file keeps it: floating tensors in ``dtype``, detached, contiguous, on the CPU.
+    Small trained models are stored in float16 to halve their files; they load back in the guide's dtype."""
+    return (tensor.to(dtype) if tensor.is_floating_point() else tensor).detach().contiguous().cpu()
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 

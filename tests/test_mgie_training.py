@@ -132,6 +132,34 @@ def test_mgie_recipe_resumes_from_a_saved_folder(tmp_path):
     assert a["edit_head"] == b["edit_head"] and a["edit_head"]["num_queries"] == 8  # no teacher: SIZES queries
 
 
+def test_a_run_without_steps_resaves_the_folder_in_float16(tmp_path):
+    """--storage-dtype float16 with no steps in any phase: the same model in half the bytes, loaded back in
+    float32 with the same [IMG] conditioning within float16 rounding."""
+    from safetensors import safe_open
+
+    from editkit.training.mgie import MGIERecipe, train_mgie
+
+    ip2p = save_components(tiny_components(0), tmp_path / "ip2p")
+    common = dict(ip2p=ip2p, size="test", image_size=32, pool=8, pretrain_batch_size=4, eval_count=0)
+    train_mgie(MGIERecipe(out=tmp_path / "a", pretrain_steps=1, align_steps=1, steps=0, **common), progress=False)
+    train_mgie(MGIERecipe(out=tmp_path / "h", init=tmp_path / "a", pretrain_steps=0, align_steps=0, steps=0,
+                          storage_dtype="float16", **common), progress=False)
+    for name in ("edit_head.safetensors", "llm/model.safetensors"):
+        with safe_open(str(tmp_path / "h" / name), "pt") as f:
+            assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}, name
+        assert (tmp_path / "h" / name).stat().st_size < 0.6 * (tmp_path / "a" / name).stat().st_size
+    src = [Image.fromarray(np.full((32, 32, 3), 90, np.uint8))]
+    conds = []
+    for folder in ("a", "h"):
+        guide = MGIEGuide(model=str(tmp_path / folder), steps=1, progress=False)
+        guide.load(BackendCache())
+        assert {p.dtype for p in guide.edit_head.parameters()} == {torch.float32}
+        assert {p.dtype for p in guide.mllm.model.parameters()} == {torch.float32}
+        conds.append(guide.prepare(EditRequest(images=src, instructions=["remove the red circle"])).cond)
+    assert conds[0].abs().max() > 0
+    torch.testing.assert_close(conds[1], conds[0], atol=2e-2, rtol=2e-2)
+
+
 def test_mgie_phases_2_3_on_a_newer_ip2p_unet(tmp_path):
     """Phase 1 once, then phases 2-3 against another ip2p folder: its UNet is used and the head takes the
     teacher's length."""

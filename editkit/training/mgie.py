@@ -87,6 +87,9 @@ class MGIERecipe(EditkitModel):
         False, description="Phase 1 also fine-tunes a pretrained vision tower (--vision-tower, or the --init "
         "folder's frozen one) instead of keeping it frozen as LLaVA does; the saved LLM keeps the tuned tower.")
     device: str = Field("cpu", description="Torch device of the models being trained ('cpu', 'cuda').")
+    storage_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="Dtype of the saved LLM and edit head (float16 halves the files; they load back in "
+        "the guide's dtype). With --init and no steps in any phase, the run only re-saves the folder.")
 
     @field_validator("pretrain_steps")
     @classmethod
@@ -247,7 +250,8 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
         layout.save(recipe.out, model=model, tokenizer=tok, image_processor=mllm.image_processor, edit_head=head,
                     emb=model.get_input_embeddings().weight[-n_img:], meta=meta,
                     components=Components(unet=unet, vae=vae, scheduler_config=sched_cfg), note=note,
-                    extra={"sampling": sampling} if sampling else None)
+                    extra={"sampling": sampling} if sampling else None,
+                    storage_dtype=getattr(torch, recipe.storage_dtype))
 
     samples = group_samples("train", recipe.pool, recipe.seed, recipe.types, recipe.image_size)
     val = group_samples("val", recipe.eval_count, recipe.seed, recipe.types, recipe.image_size)

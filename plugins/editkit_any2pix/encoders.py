@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from editkit.errors import GuideLoadError
+from editkit.weights import stored
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -131,11 +132,6 @@ TEXT_ROWS, TEXT_VALUES = "modality_preprocessors.text.token_embedding.rows", "mo
 UNUSED_TOWERS = ("depth", "thermal", "imu")
 UNUSED_PREFIXES = tuple(f"modality_{part}.{m}." for m in UNUSED_TOWERS
                         for part in ("preprocessors", "trunks", "heads", "postprocessors"))
-
-
-def stored(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A tensor as a weights file keeps it: floating tensors in ``dtype``, detached, contiguous, on the CPU."""
-    return (tensor.to(dtype) if tensor.is_floating_point() else tensor).detach().contiguous().cpu()
 
 
 class ImageBindEncoder:

@@ -28,8 +28,9 @@ import torch
 
 import editkit
 from editkit.errors import GuideLoadError
+from editkit.weights import stored
 
-from .encoders import AudioSettings, ImageBindEncoder, stored
+from .encoders import AudioSettings, ImageBindEncoder
 from .language import VICUNA_V1, Any2PixLLM, mlp
 from .prior import PriorConfig, RefinementPrior
 

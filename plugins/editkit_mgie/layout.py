@@ -41,18 +41,24 @@ class Loaded:
 
 def save(folder: str | Path, *, model, tokenizer, image_processor, edit_head: EditHead, emb: torch.Tensor,
          meta: dict[str, Any], components=None, unet=None, pipeline: str = ".", note: str = "",
-         extra: dict[str, Any] | None = None) -> Path:
+         extra: dict[str, Any] | None = None, storage_dtype: torch.dtype = torch.float32) -> Path:
     """Write the layout. ``components`` (UNet, VAE, scheduler) makes it self-contained; otherwise give
-    ``unet`` and the ``pipeline`` shell its VAE and scheduler come from."""
+    ``unet`` and the ``pipeline`` shell its VAE and scheduler come from. ``storage_dtype`` float16 halves the
+    LLM and edit-head files (they load back in the guide's dtype); the UNet is written as it is."""
+    import copy
+
     from safetensors.torch import save_file
+
+    from editkit.weights import stored
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder / "llm", safe_serialization=True)
+    (copy.deepcopy(model).to(storage_dtype) if storage_dtype != model.dtype else model).save_pretrained(
+        folder / "llm", safe_serialization=True)
     tokenizer.save_pretrained(folder / "llm")
     image_processor.save_pretrained(folder / "llm")
-    tensors = {f"edit_head.{k}": v.detach().contiguous().cpu() for k, v in edit_head.state_dict().items()}
-    tensors["emb"] = emb.detach().reshape(-1, emb.shape[-1]).contiguous().cpu()
+    tensors = {f"edit_head.{k}": stored(v, storage_dtype) for k, v in edit_head.state_dict().items()}
+    tensors["emb"] = stored(emb.reshape(-1, emb.shape[-1]), storage_dtype)
     save_file(tensors, str(folder / "edit_head.safetensors"))
     if components is not None:
         from editkit.backend.tiny import save_components
