@@ -101,6 +101,12 @@ def test_bench_cli_writes_json_and_rejects_bad_input(tmp_path, capsys):
                  "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["spec"]["steps"] == 1 and data["results"][0]["editkit"]["median_s"] > 0
+    # on CPU the default times the guide's own defaults; --fast turns the fast paths on
+    assert not data["spec"]["fast"] and not data["guide_options"]["channels_last"]
+    assert main(["bench", "--guide", "ip2p", "--size", "test", "--steps", "1", "--repeats", "1", "--warmup", "0",
+                 "--fast", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["guide_options"]["channels_last"] and data["guide_options"]["fuse_qkv"]
     assert "| batch |" in capsys.readouterr().out
     for argv, message in [
         (["--batch", "1,x"], "--batch expects integers"),
