@@ -21,7 +21,8 @@ def fresh_cache():
 
 
 def test_bench_reports_medians_stages_memory_and_the_diffusers_ratio():
-    spec = BenchSpec(guide="ip2p", size="test", steps=2, batch_sizes=[1, 2], repeats=2, warmup=1, compare="diffusers")
+    spec = BenchSpec(guide="ip2p", size="test", steps=2, batch_sizes=[1, 2], repeats=2, warmup=1, compare="diffusers",
+                     fast=True)
     result = run_bench(spec, log=lambda _line: None)
     assert [r["batch"] for r in result["results"]] == [1, 2]
     for row in result["results"]:
@@ -139,3 +140,12 @@ def test_full_size_architectures_have_the_released_parameter_counts():
     assert model.get_input_embeddings().weight.shape == (32011, 4096) and parts["mllm"].image_seq_length == 256
     head = parts["edit_head"].config
     assert (head.llm_dim, head.hidden, head.num_queries, head.out_dim) == (4096, 512, 77, 768)
+
+
+def test_fast_paths_default_to_the_device_in_the_python_api_too():
+    from editkit.bench.runner import BenchSpec
+
+    assert BenchSpec().fast is False and BenchSpec(device="cpu").fast is False
+    assert BenchSpec(device="cuda").fast is True and BenchSpec(device="cuda:1").fast is True
+    assert BenchSpec(device="cuda", fast=False).fast is False and BenchSpec(fast=True).fast is True
+    assert BenchSpec(fast=None, device="cuda").fast is True

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"output folder '{Path(args.json_out).parent}' does not exist")
     cuda = args.device.startswith("cuda")
     fields = dict(guide=args.guide, size=args.size, batch_sizes=_batches(args.batch), device=args.device,
-                  dtype=args.dtype or ("float16" if cuda else "float32"), fast=cuda if args.fast is None else args.fast, compile=args.compile,
+                  dtype=args.dtype or ("float16" if cuda else "float32"), fast=args.fast, compile=args.compile,
                   scheduler=args.scheduler, new_tokens=args.new_tokens, repeats=args.repeats, warmup=args.warmup,
                   compare=args.compare, options=parse_pairs(args.options, "--set", as_json=True),
                   steps=args.steps or (50 if args.size == "full" else None))
