@@ -158,6 +158,10 @@ def test_a_run_without_steps_resaves_the_folder_in_float16(tmp_path):
         conds.append(guide.prepare(EditRequest(images=src, instructions=["remove the red circle"])).cond)
     assert conds[0].abs().max() > 0
     torch.testing.assert_close(conds[1], conds[0], atol=2e-2, rtol=2e-2)
+    # a float16 folder is trained on in float32 (the committed MGIE folder is stored in float16)
+    res = train_mgie(MGIERecipe(out=tmp_path / "c", init=tmp_path / "h", pretrain_steps=0, align_steps=1, steps=1,
+                                batch_size=4, **common), progress=False)
+    assert np.isfinite(res["align_mse"]) and np.isfinite(res["final_mse"])
 
 
 def test_mgie_phases_2_3_on_a_newer_ip2p_unet(tmp_path):

@@ -202,7 +202,8 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
         from transformers import AutoTokenizer, CLIPImageProcessor, LlavaForConditionalGeneration
 
         tok = AutoTokenizer.from_pretrained(Path(recipe.init) / "llm")
-        model = LlavaForConditionalGeneration.from_pretrained(Path(recipe.init) / "llm")
+        # trained in float32 whatever the folder stores (the committed LLM is stored in float16)
+        model = LlavaForConditionalGeneration.from_pretrained(Path(recipe.init) / "llm", dtype=torch.float32)
         if recipe.unet_from != "ip2p":
             unet = UNet2DConditionModel.from_pretrained(Path(recipe.init) / "unet")
         sizes["llm_width"] = model.config.text_config.hidden_size
