@@ -8,10 +8,12 @@ the run-3 UNet (frozen text encoder) against the committed run-4 UNet (text enco
 
 Each edit is a separate call with seed 0, as in tests/test_quality.py::test_an_added_object_goes_where_the_instruction_says.
 """
-import numpy as np
 from PIL import Image, ImageDraw
+
 import editkit
 from editkit.editworld import generate
+from editkit.types import EditRequest
+
 RUN3 = "runs/ew-run3"  # the stop-19 weights, taken from git as above
 POS = ["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right"]
 scenes = [s for s in generate("test", 80, seed=3, types="add") if len(s.scene.objects) == 1
@@ -24,7 +26,6 @@ for j, name in enumerate(["source"] + POS):
     d.text((L + j * S + 4, 3), name, fill="black")
 for r, (label, folder) in enumerate(rows):
     guide = editkit.load_guide("ip2p", model=folder, progress=False)
-    from editkit.types import EditRequest
     for k, sc in enumerate(scenes):
         y = T + (r * len(scenes) + k) * S
         if k == 0:
