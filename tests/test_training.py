@@ -220,6 +220,18 @@ def test_any2pix_recipe_trains_weights_the_guide_loads_and_runs(tmp_path):
     adapter = load_file(out / "ip_adapter.safetensors")
     assert adapter["image_proj.proj.weight"].shape[1] == 16 and any(k.endswith("to_k_ip.weight") for k in adapter)
 
+    # --init with the LLM and prior phases at 0 steps: only the adapter moves, the rest is carried over unchanged
+    again = tmp_path / "again"
+    train_any2pix(Any2PixRecipe(out=again, init=out, ip2p=ip2p, pool=6, diffusion_steps=2, diffusion_batch_size=2,
+                                llm_steps=0, prior_steps=0, seed=1), progress=False)
+    for name in ("prior.safetensors", "projectors.safetensors", "imagebind.safetensors", "llm/model.safetensors"):
+        before, after = load_file(out / name), load_file(again / name)
+        assert set(before) == set(after) and all(torch.equal(before[k], after[k]) for k in before), name
+    moved = load_file(again / "ip_adapter.safetensors")
+    assert set(moved) == set(adapter) and any(not torch.equal(moved[k], adapter[k]) for k in adapter)
+    with pytest.raises(ValueError, match="--imagebind .* or --init"):
+        Any2PixRecipe(out=again, ip2p=ip2p)
+
     sample = editworld.generate("test", 1, seed=0, types="add_audio")[0]
     guide = Any2PixGuide(model=str(out), steps=2, temperature=0.0, max_new_tokens=8, progress=False)
     guide.load(BackendCache())

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from ..config import EditkitModel
@@ -45,8 +45,12 @@ SCORE, NEGATIVE_SCORE = 6.5, 2.0
 
 class Any2PixRecipe(EditkitModel):
     out: Path = Field(ASSETS / "editworld-tiny-any2pix", description="Output folder (editkit any2pix layout).")
-    imagebind: Path = Field(ASSETS / "editworld-imagebind", description="Tiny ImageBind folder written by "
-                            "`editkit train imagebind` (frozen here).")
+    imagebind: Path | None = Field(None, description="Tiny ImageBind folder written by `editkit train imagebind` "
+                                   "(frozen here). Default: the ImageBind of --init.")
+    init: Path | None = Field(None, description="Continue from this editkit any2pix folder (e.g. the committed "
+                              "weights): its ImageBind, IP-Adapter, LLM + projectors and prior are the starting point "
+                              "of each phase, and a phase with 0 steps keeps them as they are (--diffusion-steps N "
+                              "--llm-steps 0 --prior-steps 0 retrains only the adapter, e.g. on a new ip2p UNet).")
     ip2p: Path = Field(ASSETS / "editworld-tiny", description="Trained tiny ip2p folder: VAE, text encoder and "
                        "tokenizer (frozen), UNet (initialisation of the 4-channel UNet).")
     types: str = Field("multimodal,explicit", description="EditWorld families/types, comma-separated, equal shares.")
@@ -76,6 +80,13 @@ class Any2PixRecipe(EditkitModel):
                        "towers, the text embedding rows of the EditWorld vocabulary): half the files, same model "
                        "in float32 at load.")
     log_every: int = Field(50, ge=1, le=100_000, description="Log every N steps.")
+
+    @model_validator(mode="after")
+    def _needs_an_imagebind(self) -> "Any2PixRecipe":
+        if self.imagebind is None and self.init is None:
+            raise ValueError("train any2pix: give --imagebind (a folder of `editkit train imagebind`) or --init "
+                             "(an any2pix folder whose ImageBind is reused)")
+        return self
 
 
 def _plugin(module: str):
@@ -220,7 +231,7 @@ def plain_unet(trained, reference):
     return reference
 
 
-def train_diffusion(recipe, samples, embeds, comps, log, progress):
+def train_diffusion(recipe, samples, embeds, comps, log, progress, start_adapter=None):
     from diffusers import DDPMScheduler
 
     from .ip2p import encode_pool
@@ -229,7 +240,8 @@ def train_diffusion(recipe, samples, embeds, comps, log, progress):
     vae, text_encoder, tokenizer = comps.vae, comps.text_encoder, comps.tokenizer
     base = text_to_image_unet(comps.unet)
     unet = copy.deepcopy(base) if recipe.train_unet else base
-    layout.attach_adapter(unet, layout.random_adapter(unet, embeds["target"].shape[1], recipe.seed), 1.0)
+    start = start_adapter or layout.random_adapter(unet, embeds["target"].shape[1], recipe.seed)
+    layout.attach_adapter(unet, start, 1.0)
     unet.train().requires_grad_(recipe.train_unet)
     for p in adapter_parameters(unet):
         p.requires_grad_(True)
@@ -364,7 +376,8 @@ def train_any2pix(recipe: Any2PixRecipe, progress: bool = True) -> dict[str, Any
     set_threads()
     torch.manual_seed(recipe.seed)
     log = RunLog(recipe.out / "logs" / "any2pix")
-    encoder = load_imagebind(recipe.imagebind)
+    init = _plugin("layout").load(str(recipe.init)) if recipe.init is not None else None
+    encoder = load_imagebind(recipe.imagebind) if recipe.imagebind is not None else init.encoder
     samples = group_samples("train", recipe.pool, recipe.seed, recipe.types, recipe.image_size)
     embeds = embed_samples(encoder, samples, recipe.norm)
     comps = load_components(str(recipe.ip2p))
@@ -372,18 +385,26 @@ def train_any2pix(recipe: Any2PixRecipe, progress: bool = True) -> dict[str, Any
         module.eval().requires_grad_(False)
     log.write(pool=len(samples), embed_dim=int(embeds["target"].shape[1]))
 
-    unet, adapter = train_diffusion(recipe, samples, embeds, comps, log, progress)
+    unet, adapter = train_diffusion(recipe, samples, embeds, comps, log, progress,
+                                    init.adapter if init is not None else None)
 
-    tokenizer = tiny.tokenizer()
-    lm = build_llm(recipe, tokenizer)
-    d, w = embeds["target"].shape[1], recipe.llm_width
-    in_projector, out_projector = language.mlp(d, w, w), language.mlp(w, w, d)
+    d = embeds["target"].shape[1]
+    if init is not None:
+        tokenizer, lm = init.llm.tokenizer, init.llm.model.requires_grad_(True)
+        in_projector = init.llm.in_projector.requires_grad_(True)
+        out_projector = init.llm.out_projector.requires_grad_(True)
+    else:
+        tokenizer = tiny.tokenizer()
+        lm = build_llm(recipe, tokenizer)
+        in_projector, out_projector = language.mlp(d, recipe.llm_width, recipe.llm_width), \
+            language.mlp(recipe.llm_width, recipe.llm_width, d)
     batches = LLMBatches(samples, embeds, tokenizer, language.VICUNA_V1)
     lm.train()
     train_llm(recipe, batches, embeds, lm, in_projector, out_projector, log, progress)
     lm.eval()
 
-    prior = prior_mod.RefinementPrior(prior_mod.PriorConfig(embed_dim=d, width=64, layers=2, heads=2))
+    prior = init.prior.requires_grad_(True) if init is not None else \
+        prior_mod.RefinementPrior(prior_mod.PriorConfig(embed_dim=d, width=64, layers=2, heads=2))
     gens = gen_readouts(batches, embeds, lm, in_projector, out_projector)
     prior = train_prior(recipe, gens, embeds["target"], prior, log, progress)
 
