@@ -1,9 +1,13 @@
 """docs/img/ip2p_position_probe.png: 'draw a large yellow diamond at the <position>' on two one-object test scenes,
-the run-3 UNet (frozen text encoder) against the committed run-4 UNet (text encoder trained again + coordinates).
+the run-3 UNet (frozen text encoder, stop 19) against the run-4 UNet (text encoder trained again + coordinates,
+stop 20). The committed UNet is run 5 now, so both are taken from git:
 
-    mkdir -p runs && cp -r editkit/assets/editworld-tiny runs/ew-run3
-    for f in unet/diffusion_pytorch_model.safetensors unet/config.json text_encoder/model.safetensors \
-             text_encoder/config.json; do git show 56812ea:editkit/assets/editworld-tiny/$f > runs/ew-run3/$f; done
+    mkdir -p runs
+    for run in "ew-run3 56812ea" "ew-run4 51edef1"; do set -- $run
+      cp -r editkit/assets/editworld-tiny runs/$1
+      for f in unet/diffusion_pytorch_model.safetensors unet/config.json text_encoder/model.safetensors \
+               text_encoder/config.json editkit_sampling.json; do git show $2:editkit/assets/editworld-tiny/$f > runs/$1/$f; done
+    done
     python examples/position_probe.py
 
 Each edit is a separate call with seed 0, as in tests/test_quality.py::test_an_added_object_goes_where_the_instruction_says.
@@ -14,11 +18,11 @@ import editkit
 from editkit.editworld import generate
 from editkit.types import EditRequest
 
-RUN3 = "runs/ew-run3"  # the stop-19 weights, taken from git as above
+RUN3, RUN4 = "runs/ew-run3", "runs/ew-run4"  # the stop-19 and stop-20 weights, taken from git as above
 POS = ["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right"]
 scenes = [s for s in generate("test", 80, seed=3, types="add") if len(s.scene.objects) == 1
           and s.scene.objects[0].position not in ("top left", "bottom right") and s.scene.objects[0].colour != "yellow"][:2]
-rows = [("run 3 (stop 19):\nfrozen text\nencoder", RUN3), ("run 4 (committed,\nstop 20): text\nencoder trained,\ncoordinates", "editkit/assets/editworld-tiny")]
+rows = [("run 3 (stop 19):\nfrozen text\nencoder", RUN3), ("run 4 (stop 20):\ntext encoder\ntrained,\ncoordinates", RUN4)]
 S, L, T = 96, 130, 18
 img = Image.new("RGB", (L + 10 * S, T + len(rows) * len(scenes) * S), "white")
 d = ImageDraw.Draw(img)
