@@ -262,3 +262,41 @@ def test_refused_samples_count_as_unedited_and_the_run_goes_on(samples, dataset,
         assert rows[s.id]["edit_success"] == 0 and "does not understand" in rows[s.id]["error"]
         saved = np.asarray(Image.open(tmp_path / "p" / "outputs" / f"{s.id}.png"))
         assert np.array_equal(saved, s.source)
+
+
+class CandidateOracle(OracleGuide):
+    """Four candidates per sample: the target once and the source three times; ``first`` says whether its
+    best-first order puts the target first (a perfect ranking) or last (the worst one)."""
+
+    name = "candidate-oracle"
+    first: ClassVar[bool] = True
+
+    def edit(self, request: EditRequest) -> EditResult:
+        from editkit.types import Candidate
+
+        found = [self.table[_key(img, ins)] for img, ins in zip(request.images, request.instructions)]
+        groups = []
+        for image, (target, _) in zip(request.images, found):
+            group = [Candidate(Image.fromarray(target), 1.0)] + [Candidate(image.copy(), 0.0) for _ in range(3)]
+            groups.append(group if self.first else group[::-1])
+        return EditResult(images=[g[0].image for g in groups], guide=self.name, config={}, seed=request.seed,
+                          candidates=groups)
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_candidate_success_measures_the_ranking_against_a_random_pick(samples, dataset, tmp_path, first):
+    CandidateOracle.learn(samples)
+    CandidateOracle.first = first
+    summary = run_eval(CandidateOracle(), dataset, tmp_path / "cand", limit=12, batch_size=4, progress=False)
+    assert summary["edit_success_random_candidate"] == pytest.approx(0.25)  # 1 of 4 candidates is right
+    assert summary["edit_success_any_candidate"] == 1.0
+    assert summary["edit_success"] == (1.0 if first else 0.0)
+    assert summary["candidate_ranking_gain"] == pytest.approx(0.75 if first else -0.25)
+    rows = _rows(tmp_path / "cand")
+    assert all(r["candidates_scored"] == 4 for r in rows)
+
+
+def test_guides_without_candidates_get_no_candidate_metrics(samples, dataset, tmp_path):
+    OracleGuide.learn(samples)
+    summary = run_eval(OracleGuide(), dataset, tmp_path / "plain", limit=4, progress=False)
+    assert "edit_success_random_candidate" not in summary and "candidate_ranking_gain" not in summary

@@ -254,3 +254,18 @@ def test_the_phase_1_probe_covers_every_family():
     probe = spread(val, 64)
     assert len(probe) == 64 and {s.family for s in probe} == {"explicit", "referring"}
     assert spread(val[:10], 64) == val[:10] and spread(val, 0) == []
+
+
+def test_any2pix_recipe_refuses_llm_sizes_with_init(tmp_path):
+    """--init continues the folder's LLM, so sizing a new one alongside it is a clear error, not ignored."""
+    import pytest
+
+    from editkit.training.any2pix import Any2PixRecipe
+
+    init = tmp_path / "init"
+    with pytest.raises(ValueError, match="--llm-width size a new LLM, but --init"):
+        Any2PixRecipe(out=tmp_path / "o", init=init, llm_width=64)
+    with pytest.raises(ValueError, match="--llm-layers size"):
+        Any2PixRecipe(out=tmp_path / "o", init=init, llm_layers=2)
+    assert Any2PixRecipe(out=tmp_path / "o", init=init).llm_width == 128  # the default alone is fine
+    assert Any2PixRecipe(out=tmp_path / "o", imagebind=init, llm_width=64).llm_width == 64

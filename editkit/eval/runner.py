@@ -292,6 +292,9 @@ def run_eval(
             texts = [texts[k] if k < len(texts) else None for k in range(len(batch))]
             extras = [{k: (v[j] if isinstance(v, (list, tuple)) and len(v) == len(batch) else v)
                        for k, v in (result.extras or {}).items()} for j in range(len(batch))]
+            for j, group in enumerate(result.candidates or []):  # every candidate, for candidate metrics
+                if j < len(batch):
+                    extras[j]["candidates"] = [_as_rgb(c.image) for c in group]
             record(batch, sources, list(result.images), seconds, texts, extras)
             bar.update(len(batch))
 

@@ -86,6 +86,11 @@ class Any2PixRecipe(EditkitModel):
         if self.imagebind is None and self.init is None:
             raise ValueError("train any2pix: give --imagebind (a folder of `editkit train imagebind`) or --init "
                              "(an any2pix folder whose ImageBind is reused)")
+        shaped = sorted({"llm_width", "llm_layers"} & self.model_fields_set)
+        if self.init is not None and shaped:
+            flags = " and ".join("--" + f.replace("_", "-") for f in shaped)
+            raise ValueError(f"train any2pix: {flags} size a new LLM, but --init continues the LLM of {self.init}; "
+                             "leave them out")
         return self
 
 

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 from ...editworld.world import normalize_text
 from .. import editworld_metrics as M
+from ..samples import resize_rgb
 from .base import Metric, mean, register_metric
 
 
@@ -71,3 +72,39 @@ class BaseRetrievalAccuracy(Metric):
     def compute(self, batch, indices):
         return [int(int(batch.extras[i]["base_index"]) == int(getattr(batch.samples[i], "base_index", 0) or 0))
                 for i in indices]
+
+
+@register_metric
+class CandidateEditSuccess(Metric):
+    """Edit success of every candidate a guide sampled (``EditResult.candidates``), e.g. blended's K samples:
+    the mean over the candidates is the exact expected success of taking one at random, which the guide's
+    ranking (``edit_success``, its best-first pick) has to beat; any-candidate success is the ceiling of
+    any ranking."""
+
+    name, needs, higher_is_better, family = ("edit_success_random_candidate", frozenset({"editworld", "extra:candidates"}),
+                                             True, "exact")
+    description = ("mean EditWorld edit success over the guide's candidates (= a random candidate's expected "
+                   "success); also edit_success_any_candidate (1 if some candidate succeeds) and "
+                   "candidate_ranking_gain (edit_success minus the random candidate's)")
+
+    def compute(self, batch, indices):
+        out = []
+        for i in indices:
+            size = batch.sources[i].shape[:2]
+            wins = [int(M.edit_checks(c if c.shape[:2] == size else resize_rgb(c, size),
+                                      batch.samples[i].editworld)["success"])
+                    for c in batch.extras[i]["candidates"]]
+            out.append({self.name: sum(wins) / len(wins), "edit_success_any_candidate": int(any(wins)),
+                        "candidates_scored": len(wins)})
+        return out
+
+    def summarize(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        scored = [r for r in rows if r.get(self.name) is not None]
+        if not scored:
+            return {}
+        random_pick = mean(r[self.name] for r in scored)
+        out = {self.name: random_pick, "edit_success_any_candidate": mean(r["edit_success_any_candidate"] for r in scored)}
+        ranked = mean(r.get("edit_success") for r in scored)
+        if ranked is not None:
+            out["candidate_ranking_gain"] = ranked - random_pick
+        return out
