@@ -263,9 +263,9 @@ def test_any2pix_recipe_refuses_llm_sizes_with_init(tmp_path):
     from editkit.training.any2pix import Any2PixRecipe
 
     init = tmp_path / "init"
-    with pytest.raises(ValueError, match="--llm-width size a new LLM, but --init"):
+    with pytest.raises(ValueError, match="--llm-width only shape a new LLM, but --init"):
         Any2PixRecipe(out=tmp_path / "o", init=init, llm_width=64)
-    with pytest.raises(ValueError, match="--llm-layers size"):
+    with pytest.raises(ValueError, match="--llm-layers only shape"):
         Any2PixRecipe(out=tmp_path / "o", init=init, llm_layers=2)
     assert Any2PixRecipe(out=tmp_path / "o", init=init).llm_width == 128  # the default alone is fine
     assert Any2PixRecipe(out=tmp_path / "o", imagebind=init, llm_width=64).llm_width == 64

@@ -89,7 +89,7 @@ class Any2PixRecipe(EditkitModel):
         shaped = sorted({"llm_width", "llm_layers"} & self.model_fields_set)
         if self.init is not None and shaped:
             flags = " and ".join("--" + f.replace("_", "-") for f in shaped)
-            raise ValueError(f"train any2pix: {flags} size a new LLM, but --init continues the LLM of {self.init}; "
+            raise ValueError(f"train any2pix: {flags} only shape a new LLM, but --init continues the LLM of {self.init}; "
                              "leave them out")
         return self
 
