@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from editkit.backend import BackendCache
@@ -269,3 +270,22 @@ def test_any2pix_recipe_refuses_llm_sizes_with_init(tmp_path):
         Any2PixRecipe(out=tmp_path / "o", init=init, llm_layers=2)
     assert Any2PixRecipe(out=tmp_path / "o", init=init).llm_width == 128  # the default alone is fine
     assert Any2PixRecipe(out=tmp_path / "o", imagebind=init, llm_width=64).llm_width == 64
+
+
+def test_ip2p_pool_mixes_families_and_can_read_referring_rewrites(tmp_path):
+    from collections import Counter
+
+    from editkit.editworld.edit_types import REFERRING_TYPES
+    from editkit.training.ip2p import training_pool, training_text
+
+    recipe = IP2PRecipe(out=tmp_path, pool=40, types="explicit+referring", referring_text="rewrite",
+                        type_weights={"move": 3, "spatial": 3})
+    pool = training_pool(recipe)
+    counts = Counter(s.edit_type for s in pool)  # weights: 13 types, move and spatial 3, sum 17 -> 40 * 3 / 17 = 7
+    assert len(pool) == 40 and counts["move"] == counts["spatial"] == 7 and set(REFERRING_TYPES) <= set(counts)
+    referring = [s for s in pool if s.edit_type in REFERRING_TYPES]
+    assert all(training_text(s, "rewrite") == s.rewrite != s.instruction for s in referring)
+    assert all(training_text(s, "instruction") == s.instruction for s in referring)
+    assert all(training_text(s, "rewrite") == s.instruction for s in pool if s not in referring)
+    with pytest.raises(ValueError, match="outside types"):
+        IP2PRecipe(out=tmp_path, types="explicit", type_weights={"spatial": 2})

@@ -30,7 +30,11 @@ class IP2PRecipe(EditkitModel):
     batch_size: int = Field(64, ge=1, le=4096, description="Samples per step.")
     lr: float = Field(5e-4, gt=0, le=1.0, description="Peak learning rate (cosine schedule).")
     pool: int = Field(30000, ge=8, le=10_000_000, description="EditWorld training samples held in memory.")
-    types: str = Field("explicit", description="EditWorld instruction families to train on.")
+    types: str = Field("explicit", description="EditWorld edit types to train on: 'all', a family, a type, or "
+                       "several joined by '+' (e.g. 'explicit+referring').")
+    referring_text: Literal["instruction", "rewrite"] = Field(
+        "instruction", description="Text of referring samples: their own instruction, or their explicit rewrite "
+        "(what MGIE's LLM writes for the UNet; the model then never sees the referring wording itself).")
     type_weights: dict[str, float] | None = Field(
         None, description="Share of the pool per edit type, e.g. '{\"recolour\": 3, \"add\": 3}' (types not named "
         "weigh 1); the pool is built type by type so the hard edits get more distinct samples. Default: uniform.",
@@ -98,7 +102,7 @@ class IP2PRecipe(EditkitModel):
         from ..editworld.edit_types import resolve_types
 
         if self.type_weights:
-            types = resolve_types(self.types)
+            types = recipe_types(self.types)
             extra = set(self.type_weights) - set(types)
             if extra:
                 raise ValueError(f"type_weights names edit types outside types {self.types!r}: {', '.join(sorted(extra))}")
@@ -107,15 +111,31 @@ class IP2PRecipe(EditkitModel):
         return self
 
 
+def recipe_types(types: str) -> tuple[str, ...]:
+    """The edit types of a ``--types`` value ('+'-joined selections allowed)."""
+    from ..editworld.edit_types import resolve_types
+
+    return resolve_types([t.strip() for t in types.split("+") if t.strip()])
+
+
+def training_text(sample, referring_text: str) -> str:
+    """What the text encoder reads for one training sample."""
+    from ..editworld.edit_types import FAMILY_OF
+
+    if referring_text == "rewrite" and FAMILY_OF.get(sample.edit_type) == "referring":
+        return sample.rewrite
+    return sample.instruction
+
+
 def training_pool(recipe: IP2PRecipe) -> list:
     """The in-memory EditWorld training samples: ``recipe.pool`` of ``recipe.types``, uniform over the edit
     types, or split among them by ``recipe.type_weights`` (largest-remainder rounding, so the total is exact)."""
     from .. import editworld
-    from ..editworld.edit_types import resolve_types
 
     if not recipe.type_weights:
-        return editworld.generate("train", recipe.pool, seed=recipe.seed, types=recipe.types, size=recipe.image_size)
-    types = resolve_types(recipe.types)
+        return editworld.generate("train", recipe.pool, seed=recipe.seed, types=recipe_types(recipe.types),
+                                  size=recipe.image_size)
+    types = recipe_types(recipe.types)
     weights = np.array([recipe.type_weights.get(t, 1.0) for t in types], dtype=float)
     share = weights / weights.sum() * recipe.pool
     counts = np.floor(share).astype(int)
@@ -167,7 +187,7 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
         tokenizer = AutoTokenizer.from_pretrained(Path(recipe.init) / "tokenizer")
     else:
         tokenizer = word_tokenizer(editworld.vocabulary(), max_length=32)
-    ids = tokenizer([s.instruction for s in samples], padding="max_length", truncation=True,
+    ids = tokenizer([training_text(s, recipe.referring_text) for s in samples], padding="max_length", truncation=True,
                     max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
     null_ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
                          return_tensors="pt").input_ids
