@@ -81,6 +81,26 @@ def test_clip_recipe_writes_a_clip_the_blended_guide_loads(tmp_path):
     assert region_text(s) == f"a {s.edit['result']['size']} {s.edit['result']['colour']} {s.edit['result']['kind']}"
 
 
+def test_clip_hard_negatives_are_the_unedited_region_and_a_near_miss(tmp_path):
+    from editkit import editworld as ew
+    from editkit.training.clip import ClipRecipe, hard_negative_regions, pairs, region_view, train_clip
+
+    samples = ew.generate("train", 12, seed=2, types=["recolour", "remove"])
+    hard = hard_negative_regions(samples, np.random.default_rng(0))
+    regions = pairs(samples)["description"][0]
+    assert hard.shape == (len(regions), 2, 64, 64, 3) and hard.dtype == np.uint8
+    with_region = [s for s in samples if s.mask.any() and not s.mask.all()]
+    for s, pair, target in zip(with_region, hard, regions):
+        assert np.array_equal(pair[0], region_view(s.source, s.mask))
+        if s.edit_type == "recolour":  # the result in another colour, kind or size: differs from the target
+            assert not np.array_equal(pair[1], target) and (pair[1][~s.mask] == 128).all()
+        else:  # a removal has no resulting object: the unedited region again
+            assert np.array_equal(pair[1], pair[0])
+    res = train_clip(ClipRecipe(out=tmp_path / "clip", steps=2, batch_size=6, pool=12, eval_count=10,
+                                hard_negatives=True), progress=False)
+    assert np.isfinite(res["final_loss"]) and 0.0 <= res["edited_over_near_miss_instruction"] <= 1.0
+
+
 def test_imagebind_recipe_runs_when_the_optional_extra_is_installed(tmp_path):
     import pytest
 

@@ -183,6 +183,20 @@ def scene_key(scene: Scene) -> str:
     return "|".join(parts)
 
 
+def near_misses(obj: Obj) -> list[Obj]:
+    """The object drawn as every other kind, at the other size, and in every other colour: the renders an edit
+    that produces ``obj`` is checked against (edit success), and the hard negatives of the CLIP recipe."""
+    alts = [obj.replace(kind=k) for k in KINDS if k != obj.kind]
+    alts += [obj.replace(size=s) for s in SIZES if s != obj.size]
+    alts += [obj.replace(colour=c) for c in COLOURS if c != obj.colour]
+    return alts
+
+
+def swap_object(scene: Scene, old: Obj, new: Obj) -> Scene:
+    """``scene`` with ``old`` replaced by ``new``."""
+    return Scene.make([new if o == old else o for o in scene.objects], scene.background)
+
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 

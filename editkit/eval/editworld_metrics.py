@@ -49,7 +49,7 @@ import numpy as np
 from ..editworld.edit_types import GLOBAL_ACTIONS
 from ..editworld.generator import MIN_REGION_CHANGE, Sample
 from ..editworld.render import obj_masks, object_alpha, render_scene
-from ..editworld.world import COLOURS, KINDS, SIZES, Obj, Scene
+from ..editworld.world import Obj, near_misses, swap_object
 
 COLOUR_TOLERANCE = 48
 """A pixel matches when every channel is within 48 levels (of 255). Object colours are >= 110 apart and
@@ -177,18 +177,6 @@ def _check(value: float | None, threshold: float, higher_is_better: bool = True)
     return {"value": round(value, 6), "threshold": threshold, "passed": bool(passed)}
 
 
-def _alternatives(result: Obj) -> list[Obj]:
-    """The resulting object drawn as every other kind, at the other size, and in every other colour."""
-    alts = [result.replace(kind=k) for k in KINDS if k != result.kind]
-    alts += [result.replace(size=s) for s in SIZES if s != result.size]
-    alts += [result.replace(colour=c) for c in COLOURS if c != result.colour]
-    return alts
-
-
-def _swap(scene: Scene, old: Obj, new: Obj) -> Scene:
-    return Scene.make([new if o == old else o for o in scene.objects], scene.background)
-
-
 def edit_checks(output: Any, sample: Sample) -> dict[str, Any]:
     """Every check of :func:`edit_success` with its value and threshold: ``{"success", "failed", "checks"}``."""
     size = sample.size
@@ -233,18 +221,18 @@ def edit_checks(output: Any, sample: Sample) -> dict[str, Any]:
                              "note": f"only {n_changed} changed core pixels"}
 
     result = Obj.from_dict(sample.edit["result"]) if sample.edit.get("result") else None
-    near_misses: list[np.ndarray] = [src]
+    misses: list[np.ndarray] = [src]
     region = mask.copy()
     if result is not None:
         checks["result"] = _check(_match_fraction(close, obj_masks(result, size)[1]), EDIT_FRACTION)
-        for alt in _alternatives(result):
+        for alt in near_misses(result):
             region |= obj_masks(alt, size)[0]
-            near_misses.append(render_scene(_swap(sample.target_scene, result, alt), size))
+            misses.append(render_scene(swap_object(sample.target_scene, result, alt), size))
 
     # nearest: much closer (L1 over the edit region) to the target than to every near miss
     d_target = _mae(out, tgt, region)
     ratios = []
-    for k, miss in enumerate(near_misses):
+    for k, miss in enumerate(misses):
         if np.array_equal(miss[region], tgt[region]):
             continue  # not a distinct alternative here
         d_miss = _mae(out, miss, region)

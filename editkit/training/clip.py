@@ -8,6 +8,11 @@ Pairs, in equal parts per batch:
   region ("a small blue circle", or "an empty sand background" after a removal);
 * the same edit region <-> the edit instruction, so an instruction can rank candidates too.
 
+With ``--hard-negatives true`` each region text also meets one hard negative of its own scene, drawn per
+step: the unedited region (the source inside the same mask), or the region with the resulting object in
+another colour, kind or size (EditWorld's near misses). The candidates blended ranks differ from each other
+in exactly these ways, which in-batch negatives from other scenes never show.
+
 The model is open_clip's own ``CLIP`` class built from a small config (ViT on 64x64 images, text
 transformer with open_clip's BPE tokenizer, context 24), trained with the symmetric InfoNCE loss and
 a learned temperature. Weights are saved as safetensors beside the config, the layout that
@@ -44,6 +49,11 @@ class ClipRecipe(EditkitModel):
     pool: int = Field(20000, ge=8, le=10_000_000, description="EditWorld training edits held in memory.")
     seed: int = Field(0, description="Seed of data and initialisation.")
     eval_count: int = Field(300, ge=10, le=100_000, description="Test-split edits for the retrieval accuracy.")
+    hard_negatives: bool = Field(False, description="Each region text also contrasts its region against a hard "
+                                 "negative of its own scene: the unedited source region or a near miss (the result "
+                                 "in another colour, kind or size).")
+    init: Path | None = Field(None, description="Continue from this CLIP folder (config + safetensors) instead of "
+                              "new weights.")
 
 
 def region_view(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -76,6 +86,28 @@ def pairs(samples) -> dict[str, tuple[list[np.ndarray], list[str]]]:
     return {"whole": (whole_i, whole_t), "description": (reg_i, desc_t), "instruction": (reg_i, instr_t)}
 
 
+def hard_negative_regions(samples, rng: np.random.Generator) -> np.ndarray:
+    """Two hard negatives per region pair of :func:`pairs`, uint8 (N, 2, H, W, 3): the unedited source region and
+    the region with the edit's result drawn as one random near miss (the source again when there is no result)."""
+    from ..editworld.render import render_scene
+    from ..editworld.world import Obj, near_misses, swap_object
+
+    out = []
+    for s in samples:
+        if not (s.mask.any() and not s.mask.all()):
+            continue
+        source = region_view(s.source, s.mask)
+        result = (s.edit or {}).get("result")
+        miss = source
+        if isinstance(result, dict) and "kind" in result:
+            obj = Obj.from_dict(result)
+            alts = near_misses(obj)
+            alt = alts[int(rng.integers(len(alts)))]
+            miss = region_view(render_scene(swap_object(s.target_scene, obj, alt), s.size), s.mask)
+        out.append(np.stack([source, miss]))
+    return np.stack(out)
+
+
 def train_clip(recipe: ClipRecipe, progress: bool = True) -> dict:
     import open_clip
     from safetensors.torch import save_file
@@ -88,6 +120,10 @@ def train_clip(recipe: ClipRecipe, progress: bool = True) -> dict:
     recipe.out.mkdir(parents=True, exist_ok=True)
     log = RunLog(recipe.out / "logs" / "clip")
     model = open_clip.CLIP(**EDITWORLD_CLIP_CONFIG)
+    if recipe.init is not None:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(Path(recipe.init) / WEIGHTS_NAME)))
     tokenizer = open_clip.SimpleTokenizer(context_length=EDITWORLD_CLIP_CONFIG["text_cfg"]["context_length"])
     mean = torch.tensor(open_clip.constants.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(open_clip.constants.OPENAI_DATASET_STD).view(1, 3, 1, 1)
@@ -95,8 +131,10 @@ def train_clip(recipe: ClipRecipe, progress: bool = True) -> dict:
     def prep(arrays):
         return ((images_to_tensor(arrays) + 1) / 2 - mean) / std
 
-    data = pairs(editworld.generate("train", recipe.pool, seed=recipe.seed, types="explicit"))
+    samples = editworld.generate("train", recipe.pool, seed=recipe.seed, types="explicit")
+    data = pairs(samples)
     kinds = {k: (prep(imgs), tokenizer(texts)) for k, (imgs, texts) in data.items()}
+    negatives = hard_negative_regions(samples, np.random.default_rng(recipe.seed)) if recipe.hard_negatives else None
     log.write(pairs={k: len(v[1]) for k, v in kinds.items()})
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.1)
     gen = torch.Generator().manual_seed(recipe.seed)
@@ -106,9 +144,13 @@ def train_clip(recipe: ClipRecipe, progress: bool = True) -> dict:
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, recipe.steps, recipe.lr, warmup=100)
         loss = 0.0
-        for imgs, toks in kinds.values():
+        for kind, (imgs, toks) in kinds.items():
             idx = torch.randint(0, len(toks), (per_kind,), generator=gen)
-            loss = loss + contrastive_loss(model, imgs[idx], toks[idx]) / len(kinds)
+            hard = None
+            if negatives is not None and kind != "whole":
+                pick = torch.randint(0, 2, (per_kind,), generator=gen)
+                hard = prep(list(negatives[idx.numpy(), pick.numpy()]))
+            loss = loss + contrastive_loss(model, imgs[idx], toks[idx], hard) / len(kinds)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -128,9 +170,21 @@ def train_clip(recipe: ClipRecipe, progress: bool = True) -> dict:
     return results
 
 
-def contrastive_loss(model, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE at the model's learned temperature; equal texts in a batch are positives of each other."""
-    return info_nce(model.encode_image(images), model.encode_text(tokens), tokens, model.logit_scale.exp())
+def contrastive_loss(model, images: torch.Tensor, tokens: torch.Tensor, hard: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE at the model's learned temperature; equal texts in a batch are positives of each other.
+    ``hard`` (one image per row) adds a negative that only its own row's text is contrasted against."""
+    img, txt, scale = model.encode_image(images), model.encode_text(tokens), model.logit_scale.exp()
+    if hard is None:
+        return info_nce(img, txt, tokens, scale)
+    img, txt = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
+    neg = F.normalize(model.encode_image(hard), dim=-1)
+    n = tokens.shape[0]
+    same = (tokens[:, None] == tokens[None, :]).reshape(n, n, -1).all(-1).float()
+    target = same / same.sum(1, keepdim=True)
+    image_to_text = F.cross_entropy(scale * img @ txt.t(), target)
+    logits = scale * torch.cat([txt @ img.t(), (txt * neg).sum(-1, keepdim=True)], 1)
+    text_to_image = F.cross_entropy(logits, torch.cat([target, torch.zeros(n, 1)], 1))
+    return 0.5 * (image_to_text + text_to_image)
 
 
 @torch.no_grad()
@@ -138,7 +192,11 @@ def retrieval_accuracy(model, tokenizer, prep, count: int, seed: int) -> dict:
     """Top-1 image->text accuracy on test-split edits, per pair kind, among that kind's distinct texts."""
     from .. import editworld
 
-    data = pairs(editworld.generate("test", count, seed=seed, types="explicit"))
+    samples = editworld.generate("test", count, seed=seed, types="explicit")
+    data = pairs(samples)
+    hard = hard_negative_regions(samples, np.random.default_rng(seed))
+    unedited = F.normalize(model.encode_image(prep(list(hard[:, 0]))), dim=-1)
+    missed = F.normalize(model.encode_image(prep(list(hard[:, 1]))), dim=-1)
     out = {}
     for kind, (imgs, texts) in data.items():
         distinct = sorted(set(texts))
@@ -148,4 +206,9 @@ def retrieval_accuracy(model, tokenizer, prep, count: int, seed: int) -> dict:
         truth = torch.tensor([distinct.index(t) for t in texts])
         out[f"retrieval_top1_{kind}"] = round(float((pred == truth).float().mean()), 4)
         out[f"retrieval_candidates_{kind}"] = len(distinct)
+        if kind != "whole":  # does the text prefer the edited region to the unedited one (what ranking needs)?
+            own = txt[truth]
+            score = (own * img).sum(-1)
+            out[f"edited_over_source_{kind}"] = round(float((score > (own * unedited).sum(-1)).float().mean()), 4)
+            out[f"edited_over_near_miss_{kind}"] = round(float((score > (own * missed).sum(-1)).float().mean()), 4)
     return out
