@@ -3,8 +3,7 @@
     python examples/editworld_grid.py --out docs/img/ip2p_editworld.png --guides ip2p
     python examples/editworld_grid.py --out docs/img/mgie_referring.png --guides mgie,ip2p --types referring
     python examples/editworld_grid.py --out docs/img/any2pix_editworld.png --guides any2pix --types multimodal
-    python examples/editworld_grid.py --out docs/img/blended_editworld.png --guides blended --types recolour+add+replace \
-        --set blended.clip_guidance_scale=1000 --set blended.augmentations=4 --set blended.guidance_gradient=x0
+    python examples/editworld_grid.py --out docs/img/blended_editworld.png --guides blended --types recolour+add+replace
 
 The samples are the first ``count`` test samples of the seed and types (no selection), one per row. Under the
 instruction stands each guide's text output when it has one (MGIE's expressive instruction); beside each
