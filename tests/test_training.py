@@ -309,3 +309,5 @@ def test_ip2p_pool_mixes_families_and_can_read_referring_rewrites(tmp_path):
     assert all(training_text(s, "rewrite") == s.instruction for s in pool if s not in referring)
     with pytest.raises(ValueError, match="outside types"):
         IP2PRecipe(out=tmp_path, types="explicit", type_weights={"spatial": 2})
+    with pytest.raises(ValueError, match="unknown EditWorld edit type 'referrin'"):
+        IP2PRecipe(out=tmp_path, types="explicit+referrin")

@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from tqdm.auto import tqdm
 
 from ..config import EditkitModel
-from ..errors import GuideConfigError
+from ..errors import GuideConfigError, InvalidInputError
 from .common import RunLog, cosine_lr, images_to_tensor, set_threads, write_recipe
 
 
@@ -99,10 +99,11 @@ class IP2PRecipe(EditkitModel):
 
     @model_validator(mode="after")
     def _weights_within_types(self) -> "IP2PRecipe":
-        from ..editworld.edit_types import resolve_types
-
-        if self.type_weights:
+        try:
             types = recipe_types(self.types)
+        except InvalidInputError as exc:
+            raise ValueError(str(exc)) from None
+        if self.type_weights:
             extra = set(self.type_weights) - set(types)
             if extra:
                 raise ValueError(f"type_weights names edit types outside types {self.types!r}: {', '.join(sorted(extra))}")
