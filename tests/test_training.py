@@ -100,6 +100,19 @@ def test_clip_hard_negatives_are_the_unedited_region_and_a_near_miss(tmp_path):
                                 hard_negatives=True), progress=False)
     assert np.isfinite(res["final_loss"]) and 0.0 <= res["edited_over_near_miss_instruction"] <= 1.0
 
+    # --init continues from those weights: at a vanishing learning rate they come out unchanged, a fresh run does not
+    from safetensors.torch import load_file
+
+    from editkit.backend.clip import WEIGHTS_NAME
+
+    train_clip(ClipRecipe(out=tmp_path / "again", init=tmp_path / "clip", steps=1, batch_size=6, pool=12,
+                          eval_count=10, lr=1e-12), progress=False)
+    train_clip(ClipRecipe(out=tmp_path / "fresh", steps=1, batch_size=6, pool=12, eval_count=10, lr=1e-12, seed=5),
+               progress=False)
+    first, again, fresh = (load_file(str(tmp_path / d / WEIGHTS_NAME)) for d in ("clip", "again", "fresh"))
+    assert all(torch.allclose(first[k], again[k], atol=1e-6) for k in first)
+    assert not all(torch.allclose(first[k], fresh[k], atol=1e-6) for k in first)
+
 
 def test_imagebind_recipe_runs_when_the_optional_extra_is_installed(tmp_path):
     import pytest

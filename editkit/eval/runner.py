@@ -294,7 +294,7 @@ def run_eval(
                        for k, v in (result.extras or {}).items()} for j in range(len(batch))]
             for j, group in enumerate(result.candidates or []):  # every candidate, for candidate metrics
                 if j < len(batch):
-                    extras[j]["candidates"] = [_as_rgb(c.image) for c in group]
+                    extras[j]["candidates"] = [c.image for c in group]
             record(batch, sources, list(result.images), seconds, texts, extras)
             bar.update(len(batch))
 

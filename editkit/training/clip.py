@@ -63,13 +63,26 @@ def region_view(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def has_region(sample) -> bool:
+    """Whether the edit is local (its mask covers part of the image): only those give region pairs."""
+    return bool(sample.mask.any() and not sample.mask.all())
+
+
+def result_object(sample):
+    """The object the edit produces (an ``Obj``), or None (a removal, a global edit)."""
+    from ..editworld import world
+
+    result = (sample.edit or {}).get("result")
+    return world.Obj.from_dict(result) if isinstance(result, dict) and "kind" in result else None
+
+
 def region_text(sample) -> str:
     """What the edit region of the target holds: the resulting object, or the bare background."""
     from ..editworld import world
 
-    result = (sample.edit or {}).get("result")
-    if isinstance(result, dict) and "kind" in result:
-        return f"a {world.Obj(**result).noun()}"
+    obj = result_object(sample)
+    if obj is not None:
+        return f"a {obj.noun()}"
     return world.describe(world.Scene((), sample.target_scene.background))
 
 
@@ -79,7 +92,7 @@ def pairs(samples) -> dict[str, tuple[list[np.ndarray], list[str]]]:
     for s in samples:
         whole_i += [s.source, s.target]
         whole_t += [s.source_caption, s.target_caption]
-        if s.mask.any() and not s.mask.all():
+        if has_region(s):
             reg_i.append(region_view(s.target, s.mask))
             desc_t.append(region_text(s))
             instr_t.append(s.instruction)
@@ -90,17 +103,13 @@ def hard_negative_regions(samples, rng: np.random.Generator) -> np.ndarray:
     """Two hard negatives per region pair of :func:`pairs`, uint8 (N, 2, H, W, 3): the unedited source region and
     the region with the edit's result drawn as one random near miss (the source again when there is no result)."""
     from ..editworld.render import render_scene
-    from ..editworld.world import Obj, near_misses, swap_object
+    from ..editworld.world import near_misses, swap_object
 
     out = []
-    for s in samples:
-        if not (s.mask.any() and not s.mask.all()):
-            continue
+    for s in filter(has_region, samples):
         source = region_view(s.source, s.mask)
-        result = (s.edit or {}).get("result")
-        miss = source
-        if isinstance(result, dict) and "kind" in result:
-            obj = Obj.from_dict(result)
+        obj, miss = result_object(s), source
+        if obj is not None:
             alts = near_misses(obj)
             alt = alts[int(rng.integers(len(alts)))]
             miss = region_view(render_scene(swap_object(s.target_scene, obj, alt), s.size), s.mask)
@@ -173,18 +182,8 @@ def train_clip(recipe: ClipRecipe, progress: bool = True) -> dict:
 def contrastive_loss(model, images: torch.Tensor, tokens: torch.Tensor, hard: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE at the model's learned temperature; equal texts in a batch are positives of each other.
     ``hard`` (one image per row) adds a negative that only its own row's text is contrasted against."""
-    img, txt, scale = model.encode_image(images), model.encode_text(tokens), model.logit_scale.exp()
-    if hard is None:
-        return info_nce(img, txt, tokens, scale)
-    img, txt = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
-    neg = F.normalize(model.encode_image(hard), dim=-1)
-    n = tokens.shape[0]
-    same = (tokens[:, None] == tokens[None, :]).reshape(n, n, -1).all(-1).float()
-    target = same / same.sum(1, keepdim=True)
-    image_to_text = F.cross_entropy(scale * img @ txt.t(), target)
-    logits = scale * torch.cat([txt @ img.t(), (txt * neg).sum(-1, keepdim=True)], 1)
-    text_to_image = F.cross_entropy(logits, torch.cat([target, torch.zeros(n, 1)], 1))
-    return 0.5 * (image_to_text + text_to_image)
+    return info_nce(model.encode_image(images), model.encode_text(tokens), tokens, model.logit_scale.exp(),
+                    hard_a=None if hard is None else model.encode_image(hard))
 
 
 @torch.no_grad()

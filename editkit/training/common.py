@@ -25,16 +25,23 @@ def images_to_tensor(arrays: list[np.ndarray]) -> torch.Tensor:
     return x.div_(127.5).sub_(1.0)
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+def info_nce(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, scale: float | torch.Tensor,
+             hard_a: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE between row-aligned embeddings with logits ``scale * cos``; rows whose ``labels`` are
-    equal (ids, or whole token rows) count as positives of each other, so repeated texts are not negatives."""
-    a, b = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(b, dim=-1)
+    equal (ids, or whole token rows) count as positives of each other, so repeated texts are not negatives.
+    ``hard_a`` (row-aligned with ``a``'s space) adds one negative per row of ``b`` that only that row is
+    contrasted against (a hard negative of its own pair)."""
+    normalize, ce = torch.nn.functional.normalize, torch.nn.functional.cross_entropy
+    a, b = normalize(a, dim=-1), normalize(b, dim=-1)
     logits = scale * a @ b.t()
     n = labels.shape[0]
     same = (labels[:, None] == labels[None, :]).reshape(n, n, -1).all(-1).float()
     target = same / same.sum(1, keepdim=True)
-    ce = torch.nn.functional.cross_entropy
-    return 0.5 * (ce(logits, target) + ce(logits.t(), target))
+    if hard_a is None:
+        return 0.5 * (ce(logits, target) + ce(logits.t(), target))
+    own = scale * (b * normalize(hard_a, dim=-1)).sum(-1, keepdim=True)
+    b_to_a = ce(torch.cat([logits.t(), own], 1), torch.cat([target, target.new_zeros(n, 1)], 1))
+    return 0.5 * (ce(logits, target) + b_to_a)
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:

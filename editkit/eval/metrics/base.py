@@ -91,7 +91,8 @@ class MetricBatch:
     """Outputs of one guide call with everything metrics compare them to, all at the source size.
 
     ``outputs``/``sources``/``targets``: (H, W, 3) uint8; ``masks``: (H, W) bool, True = edit region;
-    ``texts``: the guide's text per sample; ``extras``: per-sample dicts from ``EditResult.extras``.
+    ``texts``: the guide's text per sample; ``extras``: per-sample dicts from ``EditResult.extras``, plus
+    ``candidates`` (the images of ``EditResult.candidates``, best first, as the guide returned them) when it has any.
     ``cache`` is shared by the metrics of this batch (e.g. CLIP embeddings computed once).
     """
 

@@ -91,8 +91,7 @@ class CandidateEditSuccess(Metric):
         out = []
         for i in indices:
             size = batch.sources[i].shape[:2]
-            wins = [int(M.edit_checks(c if c.shape[:2] == size else resize_rgb(c, size),
-                                      batch.samples[i].editworld)["success"])
+            wins = [int(M.edit_checks(resize_rgb(M.as_array(c), size), batch.samples[i].editworld)["success"])
                     for c in batch.extras[i]["candidates"]]
             out.append({self.name: sum(wins) / len(wins), "edit_success_any_candidate": int(any(wins)),
                         "candidates_scored": len(wins)})
