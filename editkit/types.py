@@ -97,8 +97,12 @@ class Conditioning:
 
     ``extra`` may hold ``"image_embeds"`` (B, D) or (B, N, D) for UNets with IP-Adapter image tokens
     (``encoder_hid_dim_type="ip_image_proj"``) and ``"null_image_embeds"`` for the unconditional branches
-    (zeros when absent), ``"unet_kwargs"`` passed to every UNet call, and ``"guidance_through_unet"``
-    (default True): False holds the model output fixed when differentiating a guide's loss on x0 (cheaper).
+    (zeros when absent); ``"text_embeds"`` (B, P), the pooled prompt embeddings SDXL UNets need
+    (``addition_embed_type="text_time"``; the second part of ``backend.encode_prompts``), and
+    ``"null_text_embeds"`` for the unconditional branches (required with guidance); ``"unet_kwargs"`` passed to
+    every UNet call; and ``"guidance_through_unet"`` (default True): False holds the model output fixed when
+    differentiating a guide's loss on x0 (cheaper). The backend sends image and text embeddings together in
+    one ``added_cond_kwargs`` (SDXL + IP-Adapter: both).
     """
 
     cond: "torch.Tensor"

@@ -178,6 +178,50 @@ def test_guide_end_to_end_with_a_scripted_answer(folder):
     assert np.array_equal(np.asarray(again.images[0]), np.asarray(result.images[0]))  # seeded
 
 
+@pytest.fixture(scope="module")
+def sdxl_folder(folder, tmp_path_factory):  # after `folder`: skipped the same way without ImageBind's code
+    from editkit.backend.tiny import tiny_sdxl_components
+    from editkit_any2pix import tiny
+
+    return tiny.build_folder(tmp_path_factory.mktemp("any2pix-sdxl") / "w", seed=0,
+                             components=tiny_sdxl_components(0))
+
+
+def test_guide_end_to_end_on_an_sdxl_pipeline(sdxl_folder):
+    """SDXL UNet + IP-Adapter: every UNet call gets the image tokens, the pooled prompt and the size ids together."""
+    from editkit.types import EditRequest
+
+    guide = _guide(sdxl_folder, "<base> <im_gen> <video> [ a blue circle ]")
+    backend = guide.backend
+    assert backend.is_sdxl and backend.unet.config.cross_attention_dim == 80  # adapter built for 32 + 48
+    calls = []
+    hook = backend.unet.register_forward_hook(lambda m, a, k, out: calls.append(k.get("added_cond_kwargs")),
+                                              with_kwargs=True)
+    s = _audio_sample()
+    req = EditRequest(images=[Image.fromarray(s.source)], instructions=[s.instruction],
+                      inputs={"audio1": s.inputs["audio1"]}, seed=0)
+    try:
+        result = guide.edit(req)
+    finally:
+        hook.remove()
+    assert result.images[0].size == (64, 64)
+    empty, caption = backend.encode_prompts([""])[1], backend.encode_prompts(["a blue circle"])[1]
+    # inversion: 4 calls with the empty prompt's pooled embedding and zero image embeddings
+    assert len(calls) == 8 and all(set(c) == {"image_embeds", "text_embeds", "time_ids"} for c in calls)
+    torch.testing.assert_close(calls[0]["text_embeds"], empty, rtol=0, atol=0)
+    assert calls[0]["time_ids"].tolist() == [[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]]
+    assert float(calls[0]["image_embeds"][0].abs().sum()) == 0.0
+    # sampling: [caption, negative prompt ("" in the tiny folder)] next to [the mix, zeros]
+    sampled = calls[-1]
+    torch.testing.assert_close(sampled["text_embeds"], torch.cat([caption, empty]), rtol=0, atol=0)
+    assert sampled["time_ids"].tolist() == [[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]] * 2
+    embeds = sampled["image_embeds"][0]
+    assert embeds.shape == (2, 1, 32) and float(embeds[1].abs().sum()) == 0.0
+    assert math.isclose(float(embeds[0].norm()), 20.0, rel_tol=1e-4)
+    again = guide.edit(req)
+    assert np.array_equal(np.asarray(again.images[0]), np.asarray(result.images[0]))
+
+
 def test_guide_base_is_chosen_among_the_image_inputs(folder):
     from editkit.types import EditRequest
 

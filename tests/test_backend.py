@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from editkit.backend import LatentDiffusionBackend, load_components
-from editkit.backend.diffusion import _Denoiser
-from editkit.backend.tiny import save_components, tiny_components
+from editkit.backend.denoiser import Denoiser
+from editkit.backend.tiny import save_components, tiny_components, tiny_sdxl_components
 from editkit.guide import Guide
 from editkit.types import Conditioning, EditRequest
 
@@ -37,10 +37,12 @@ class CountingUNet(torch.nn.Module):
         super().__init__()
         self.inner = unet
         self.calls: list[tuple[int, bool]] = []
+        self.added: list[dict | None] = []  # the added_cond_kwargs of each call
         self.config = unet.config
 
     def forward(self, x, t, **kw):
         self.calls.append((x.shape[0], torch.is_grad_enabled()))
+        self.added.append(kw.get("added_cond_kwargs"))
         return self.inner(x, t, **kw)
 
 
@@ -49,7 +51,7 @@ def test_dual_guidance_matches_three_separate_calls(backend):
     lat = torch.randn(2, 4, 4, 4)
     src = torch.randn(2, 4, 4, 4)
     cond = ip2p_cond(backend, ["make the red circle blue", "remove the star"], text_scale=6.0, image_scale=1.7)
-    den = _Denoiser(backend.unet, cond, src, 2, backend.device, backend.dtype)
+    den = Denoiser(backend.unet, cond, src, 2, backend.device, backend.dtype)
     t = torch.tensor(500)
     with torch.inference_mode():
         got = den(lat, t)
@@ -291,3 +293,155 @@ def test_candidates_keep_a_shared_start_latent(backend4):
     req = EditRequest(images=[image(13)], instructions=["a star"], seed=5)
     outs = backend4.generate(cond, req, steps=3, scheduler="ddim", progress=False, num_candidates=2)
     assert np.asarray(outs[0]).tobytes() == np.asarray(outs[1]).tobytes()
+
+
+# ------------------------------------------------------------------ SDXL-shaped UNets (two text encoders, text_time)
+@pytest.fixture(scope="module")
+def sdxl() -> LatentDiffusionBackend:
+    return LatentDiffusionBackend(tiny_sdxl_components(0))
+
+
+def sdxl_cond(backend, prompts, negative="", **kw) -> Conditioning:
+    (text, pooled), (null, null_pooled) = backend.encode_prompts(prompts), backend.encode_prompts([negative])
+    kw.setdefault("mode", "noise")
+    return Conditioning(cond=text, null=null, extra={"text_embeds": pooled, "null_text_embeds": null_pooled}, **kw)
+
+
+def counted(backend, run):
+    """Run ``run()`` with the backend's UNet wrapped in a call counter; return (the counter, run's result)."""
+    counting = CountingUNet(backend.unet)
+    original, backend.unet = backend.unet, counting
+    try:
+        return counting, run()
+    finally:
+        backend.unet = original
+
+
+def test_sdxl_folder_round_trips_with_both_text_encoders(tmp_path, sdxl):
+    save_components(tiny_sdxl_components(0), tmp_path / "w")
+    assert (tmp_path / "w" / "text_encoder_2" / "model.safetensors").is_file()
+    comps = load_components(tmp_path / "w")
+    assert type(comps.text_encoder_2).__name__ == "CLIPTextModelWithProjection"
+    assert comps.tokenizer_2 is not None
+    loaded = LatentDiffusionBackend(comps)
+    assert loaded.is_sdxl and not LatentDiffusionBackend(tiny_components(0)).is_sdxl
+    a, b = sdxl.encode_prompts(["make it red"]), loaded.encode_prompts(["make it red"])
+    assert torch.equal(a[0], b[0])
+    torch.testing.assert_close(a[1], b[1], rtol=0, atol=1e-6)  # the loaded projection's matmul may round differently
+    req = EditRequest(images=[image(20)], instructions=["make it red"], seed=1)
+    out_a = sdxl.generate(sdxl_cond(sdxl, req.instructions), req, steps=2, progress=False)[0]
+    out_b = loaded.generate(sdxl_cond(loaded, req.instructions), req, steps=2, progress=False)[0]
+    assert np.abs(np.asarray(out_a, dtype=int) - np.asarray(out_b, dtype=int)).max() <= 1
+    # a plain folder loads no second encoder
+    save_components(tiny_components(0), tmp_path / "plain")
+    assert load_components(tmp_path / "plain").text_encoder_2 is None
+
+
+def test_sdxl_prompts_are_both_penultimate_layers_and_the_pooled_projection(sdxl, backend4):
+    prompts = ["make the red circle blue", "a star"]
+    text, pooled = sdxl.encode_prompts(prompts)
+    assert text.shape == (2, 16, 32 + 48) and pooled.shape == (2, 16)
+    with torch.inference_mode():
+        ids = [tok(prompts, padding="max_length", max_length=16, truncation=True, return_tensors="pt").input_ids
+               for tok in (sdxl.tokenizer, sdxl.tokenizer_2)]
+        first = sdxl.text_encoder(ids[0], output_hidden_states=True)
+        second = sdxl.text_encoder_2(ids[1], output_hidden_states=True)
+    torch.testing.assert_close(text, torch.cat([first.hidden_states[-2], second.hidden_states[-2]], -1), rtol=0, atol=0)
+    torch.testing.assert_close(pooled, second.text_embeds, rtol=0, atol=0)
+    assert not torch.allclose(text[..., :32], first.last_hidden_state, atol=1e-3)  # not the last layer
+    assert torch.equal(sdxl.encode_text(prompts), text)
+    # other UNets: the last layer of the one encoder, no pooled embedding (what encode_text always returned)
+    plain, none = backend4.encode_prompts(prompts)
+    with torch.inference_mode():
+        last = backend4.text_encoder(backend4.tokenizer(prompts, padding="max_length", max_length=16, truncation=True,
+                                                        return_tensors="pt").input_ids)[0]
+    assert none is None and torch.equal(plain, last)
+
+
+def test_sdxl_guidance_matches_separate_calls_with_pooled_and_time_ids(sdxl):
+    torch.manual_seed(0)
+    lat = torch.randn(2, 4, 8, 12)
+    cond = sdxl_cond(sdxl, ["a red circle", "a blue star"], negative="a square", text_scale=4.0)
+    den = Denoiser(sdxl.unet, cond, None, 2, sdxl.device, sdxl.dtype, pixel_size=(16, 24))
+    t = torch.tensor(500)
+    ids = torch.tensor([[16.0, 24.0, 0.0, 0.0, 16.0, 24.0]] * 2)
+    assert torch.equal(sdxl.sdxl_added_cond(cond.extra["null_text_embeds"], 16, 24, 2)["time_ids"], ids)
+    with torch.inference_mode():
+        got = den(lat, t)
+        e_c = sdxl.unet(lat, t, encoder_hidden_states=cond.cond,
+                        added_cond_kwargs={"text_embeds": cond.extra["text_embeds"], "time_ids": ids}).sample
+        e_u = sdxl.unet(lat, t, encoder_hidden_states=cond.null.expand(2, -1, -1),
+                        added_cond_kwargs=sdxl.sdxl_added_cond(cond.extra["null_text_embeds"], 16, 24, 2)).sample
+    torch.testing.assert_close(got, e_u + 4.0 * (e_c - e_u), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "dpmpp_2m"])  # ddim: the fused loop; dpmpp_2m: the scheduler loop
+def test_sdxl_sampling_sends_pooled_embeddings_and_sizes_in_one_call(sdxl, scheduler):
+    req = EditRequest(images=[image(21, size=(37, 29)), image(22, size=(37, 29))], instructions=["a red circle"],
+                      seed=3)
+    cond = sdxl_cond(sdxl, ["a red circle", "a blue star"], text_scale=3.0)
+    counter, out = counted(sdxl, lambda: sdxl.generate(cond, req, steps=3, scheduler=scheduler, progress=False))
+    assert out[0].size == (37, 29)
+    assert [b for b, _ in counter.calls] == [4, 4, 4]  # 2 branches x 2 images, one call per step
+    added = counter.added[-1]
+    want = torch.cat([cond.extra["text_embeds"], cond.extra["null_text_embeds"].expand(2, -1)])
+    torch.testing.assert_close(added["text_embeds"], want, rtol=0, atol=0)
+    # padded to the VAE factor: 30 x 38 pixels, (original size, crop top-left, target size) as (H, W)
+    assert added["time_ids"].tolist() == [[30.0, 38.0, 0.0, 0.0, 30.0, 38.0]] * 4
+    # the pooled embedding reaches the UNet: another one (same token states) gives another image
+    other = Conditioning(**{**cond.__dict__, "extra": {**cond.extra, "text_embeds": sdxl.encode_prompts(
+        ["a square", "a green triangle"])[1]}})
+    changed = sdxl.generate(other, req, steps=3, scheduler=scheduler, progress=False)
+    assert not np.array_equal(np.asarray(out[0]), np.asarray(changed[0]))
+
+
+def test_sdxl_ip2p_three_branches_and_candidates():
+    b = LatentDiffusionBackend(tiny_sdxl_components(1, in_channels=8))
+    req = EditRequest(images=[image(23), image(24)], instructions=["make it red", "remove the star"], seed=0)
+    cond = sdxl_cond(b, req.instructions, mode="ip2p")
+    counter, outs = counted(b, lambda: b.generate(cond, req, steps=2, progress=False, num_candidates=2))
+    assert len(outs) == 4 and len({np.asarray(o).tobytes() for o in outs}) == 4
+    assert [n for n, _ in counter.calls] == [12, 12]  # 3 branches x 2 images x 2 candidates
+    p, n = cond.extra["text_embeds"], cond.extra["null_text_embeds"]
+    want = torch.cat([p.repeat_interleave(2, 0), n.expand(4, -1), n.expand(4, -1)])  # candidates adjacent
+    torch.testing.assert_close(counter.added[0]["text_embeds"], want, rtol=0, atol=0)
+    assert counter.added[0]["time_ids"].shape == (12, 6)
+
+
+def test_sdxl_without_pooled_embeddings_is_a_clear_error(sdxl):
+    text, _ = sdxl.encode_prompts(["a star"])
+    null, null_pooled = sdxl.encode_prompts([""])
+    with pytest.raises(ValueError, match=r"SDXL-shaped.*needs extra\['text_embeds'\]"):
+        sdxl.sample(Conditioning(cond=text, null=null, mode="noise"), [0], height=16, width=16, steps=1,
+                    progress=False)
+    with pytest.raises(ValueError, match=r"extra\['null_text_embeds'\]"):
+        sdxl.sample(Conditioning(cond=text, null=null, mode="noise", extra={"text_embeds": null_pooled}), [0],
+                    height=16, width=16, steps=1, progress=False)
+
+
+def test_sdxl_inversion_takes_the_added_conditioning(sdxl):
+    x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    null, pooled = sdxl.encode_prompts([""])
+    other = sdxl.encode_prompts(["a star"])[1]
+    a, b = (sdxl.invert(x0, null, steps=3, unet_kwargs={"added_cond_kwargs": sdxl.sdxl_added_cond(p, 16, 16, 1)})
+            for p in (pooled, other))
+    assert torch.isfinite(a).all() and not torch.allclose(a, b)
+
+
+
+def test_sdxl_hub_ids_are_detected_from_their_model_index(monkeypatch):
+    from diffusers import DiffusionPipeline
+
+    from editkit.backend.components import _has_second_text_encoder
+
+    index = {"text_encoder_2": ["transformers", "CLIPTextModelWithProjection"], "tokenizer_2": ["transformers", "X"]}
+    monkeypatch.setattr(DiffusionPipeline, "load_config", classmethod(lambda cls, src: index))
+    assert _has_second_text_encoder("org/sdxl")
+    index["text_encoder_2"] = [None, None]  # listed but absent (e.g. a refiner's first encoder)
+    assert not _has_second_text_encoder("org/sdxl")
+
+    def unreadable(cls, src):
+        raise OSError("offline")
+
+    monkeypatch.setattr(DiffusionPipeline, "load_config", classmethod(unreadable))
+    assert not _has_second_text_encoder("org/sdxl")

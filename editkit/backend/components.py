@@ -1,8 +1,9 @@
 """Loading the diffusion components (UNet, VAE, text encoder, tokenizer, scheduler config).
 
 Sources: a local folder in the diffusers layout (``unet/``, ``vae/``, ``text_encoder/``,
-``tokenizer/``, ``scheduler/``; safetensors weights), a hub id (needs network or a filled cache),
-or the built-in name ``"editworld"`` for the committed tiny weights trained on EditWorld.
+``tokenizer/``, ``scheduler/``; safetensors weights; SDXL folders also ``text_encoder_2/`` and ``tokenizer_2/``),
+a hub id (needs network or a filled cache), or the built-in name ``"editworld"`` for the committed tiny
+weights trained on EditWorld.
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ class Components:
     scheduler_config: dict[str, Any]
     text_encoder: Any = None
     tokenizer: Any = None
+    #: SDXL's second text encoder (``CLIPTextModelWithProjection``) and its tokenizer; None elsewhere.
+    text_encoder_2: Any = None
+    tokenizer_2: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -68,14 +72,34 @@ def load_components(source: str | Path, *, text: bool = True, unet_subfolder: st
     unet = _load(UNet2DConditionModel, src, unet_subfolder, use_safetensors=True)
     vae = _load(AutoencoderKL, src, "vae", use_safetensors=True)
     scheduler_config = _scheduler_config(src)
-    text_encoder = tokenizer = None
+    text_encoder = tokenizer = text_encoder_2 = tokenizer_2 = None
     if text:
-        from transformers import AutoTokenizer, CLIPTextModel
+        from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
 
         text_encoder = _load(CLIPTextModel, src, "text_encoder", use_safetensors=True)
         tokenizer = _load(AutoTokenizer, src, "tokenizer")
+        if _has_second_text_encoder(src):
+            text_encoder_2 = _load(CLIPTextModelWithProjection, src, "text_encoder_2", use_safetensors=True)
+            tokenizer_2 = _load(AutoTokenizer, src, "tokenizer_2")
     return Components(unet=unet, vae=vae, scheduler_config=scheduler_config, text_encoder=text_encoder,
-                      tokenizer=tokenizer, extra={"sampling": sampling_defaults(src)})
+                      tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
+                      extra={"sampling": sampling_defaults(src)})
+
+
+def _has_second_text_encoder(src: str) -> bool:
+    """An SDXL source: a folder with ``text_encoder_2/`` and ``tokenizer_2/``, or a hub id whose
+    ``model_index.json`` lists both (an unreadable index counts as no)."""
+    names = ("text_encoder_2", "tokenizer_2")
+    local = Path(src).expanduser()
+    if local.is_dir():
+        return all((local / name).is_dir() for name in names)
+    from diffusers import DiffusionPipeline
+
+    try:
+        index = DiffusionPipeline.load_config(src)
+    except (OSError, ValueError):
+        return False
+    return all(isinstance(index.get(name), list) and None not in index[name] for name in names)
 
 
 def sampling_settings(data: dict[str, Any], where: str = "the weights' sampling record") -> dict[str, Any]:

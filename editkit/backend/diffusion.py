@@ -16,7 +16,9 @@ from ..types import Conditioning, EditRequest, StepState
 from .components import Components
 from .coordinates import image_conditioning
 from .images import crop_to, pad_to_multiple, pil_to_tensor, tensor_to_pil
+from .denoiser import Denoiser, expand, repeat_conditioning
 from .schedulers import make_scheduler, resolve_name
+from .sdxl import added_cond, encode_two, takes_text_time, token_ids
 from .speed import FusedDDIM, SpeedOptions, apply as apply_speed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,10 +33,10 @@ class LatentDiffusionBackend:
         self.dtype = dtype
         self.unet = _place(components.unet, self.device, dtype)
         self.vae = _place(components.vae, self.device, dtype)
-        self.text_encoder = components.text_encoder
-        if self.text_encoder is not None:
-            self.text_encoder = _place(self.text_encoder, self.device, dtype)
-        self.tokenizer = components.tokenizer
+        self.text_encoder, self.text_encoder_2 = (
+            None if enc is None else _place(enc, self.device, dtype)
+            for enc in (components.text_encoder, components.text_encoder_2))
+        self.tokenizer, self.tokenizer_2 = components.tokenizer, components.tokenizer_2
         self.scheduler_config = components.scheduler_config
         self.extra = components.extra
         self.unet.set_attn_processor(_sdpa_processor())
@@ -52,17 +54,38 @@ class LatentDiffusionBackend:
         """The UNet the sampling loop calls: the compiled one when compilation is on."""
         return self.compiled_unet if self.compiled_unet is not None else self.unet
 
+    @property
+    def is_sdxl(self) -> bool:
+        """Whether the UNet wants SDXL's added conditioning (``text_embeds``, ``time_ids``; see :mod:`.sdxl`)."""
+        return takes_text_time(self.unet)
+
+    def sdxl_added_cond(self, pooled: torch.Tensor, height: int, width: int, batch: int) -> dict[str, torch.Tensor]:
+        """SDXL's ``added_cond_kwargs`` entries for one branch of ``batch`` images of ``height`` x ``width``
+        pixels (e.g. for :meth:`invert`'s ``unet_kwargs``), on the backend's device and dtype."""
+        return added_cond(pooled, height, width, batch, self.device, self.dtype)
+
     # ------------------------------------------------------------------ images and text
     @torch.inference_mode()
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """Token embeddings (B, L, D) of the text encoder's last layer."""
+        """Token embeddings (B, L, D): the first part of :meth:`encode_prompts`."""
+        return self.encode_prompts(prompts)[0]
+
+    @torch.inference_mode()
+    def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(token states (B, L, D), pooled embedding (B, P) or None).
+
+        SDXL UNets: the penultimate layers of both text encoders concatenated on the feature axis and the second
+        encoder's projected pooled embedding, as diffusers' SDXL pipeline. Others: the text encoder's last layer
+        and None.
+        """
         if self.text_encoder is None or self.tokenizer is None:
             raise RuntimeError("this backend has no text encoder; supply precomputed embeddings")
-        tok = self.tokenizer(
-            prompts, padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length,
-            return_tensors="pt",
-        )
-        return self.text_encoder(tok.input_ids.to(self.device))[0]
+        if not self.is_sdxl:
+            return self.text_encoder(token_ids(self.tokenizer, prompts, self.device))[0], None
+        if self.text_encoder_2 is None or self.tokenizer_2 is None:
+            raise RuntimeError("this SDXL backend has no second text encoder (text_encoder_2/ and tokenizer_2/)")
+        return encode_two((self.tokenizer, self.tokenizer_2), (self.text_encoder, self.text_encoder_2), prompts,
+                          self.device)
 
     def images_to_tensor(self, images: list["Image.Image"]) -> tuple[torch.Tensor, tuple[int, int]]:
         x = pil_to_tensor(images)
@@ -111,7 +134,7 @@ class LatentDiffusionBackend:
         if num_candidates > 1:
             pixels = pixels.repeat_interleave(num_candidates, 0)
             seeds = [s * 1000 + k for s in seeds for k in range(num_candidates)]
-            cond = _repeat_conditioning(cond, num_candidates)
+            cond = repeat_conditioning(cond, num_candidates)
         source_latents = None
         if cond.mode in ("ip2p", "sdedit"):
             source_latents = self.encode(pixels, scaled=cond.mode == "sdedit")
@@ -166,7 +189,7 @@ class LatentDiffusionBackend:
             timesteps = timesteps[start:]
             latents = sched.add_noise(clean_source, noise, timesteps[:1].repeat(batch))
         elif cond.init_latents is not None:
-            latents = _expand(cond.init_latents.to(self.device, self.dtype), batch).clone()
+            latents = expand(cond.init_latents.to(self.device, self.dtype), batch).clone()
         else:
             latents = noise * sched.init_noise_sigma
 
@@ -178,8 +201,9 @@ class LatentDiffusionBackend:
             fused = FusedDDIM(sched, timesteps)
             fused = fused if fused.ok else None
         image_cond = image_conditioning(self.unet, source_latents) if cond.mode == "ip2p" else source_latents
-        denoiser = _Denoiser(self.unet_forward, cond, image_cond, batch, self.device, self.dtype,
-                             preallocate=shape if fused is not None else None, channels_last=self.speed.channels_last)
+        denoiser = Denoiser(self.unet_forward, cond, image_cond, batch, self.device, self.dtype,
+                            preallocate=shape if fused is not None else None, channels_last=self.speed.channels_last,
+                            pixel_size=(shape[-2] * self.vae_factor, shape[-1] * self.vae_factor))
         if fused is not None:
             return self._fused_loop(denoiser, fused, latents, timesteps, progress)
         if use_grad and not hasattr(sched, "alphas_cumprod") or (use_grad and scheduler == "euler_ancestral"):
@@ -275,7 +299,8 @@ class LatentDiffusionBackend:
         """Deterministic DDIM inversion (no guidance): scaled clean latents -> the noise that regenerates them.
 
         Regenerating the result with the DDIM scheduler (eta 0), the same ``steps`` and the same
-        conditioning reproduces ``latents`` up to the discretisation error.
+        conditioning reproduces ``latents`` up to the discretisation error. ``unet_kwargs`` go to every UNet
+        call, e.g. ``{"added_cond_kwargs": backend.sdxl_added_cond(pooled, h, w, batch)}`` for SDXL UNets.
         """
         sched = make_scheduler("ddim", self.scheduler_config)
         sched.set_timesteps(steps, device=self.device)
@@ -299,86 +324,6 @@ class LatentDiffusionBackend:
             torch.cuda.synchronize(self.device)
 
 
-class _Denoiser:
-    """Guidance-combined noise prediction with every branch in one batched UNet call.
-
-    ip2p: branches (c_T, c_I), (null_T, c_I), (null_T, 0) and
-    eps = e_uncond + s_T (e_cond - e_img) + s_I (e_img - e_uncond).
-    Two-branch CFG otherwise; a single branch when no null is given.
-    """
-
-    def __init__(self, unet, cond: Conditioning, source_latents, batch: int, device, dtype, *,
-                 preallocate: tuple[int, ...] | None = None, channels_last: bool = False):
-        self.unet = unet
-        self.mode = cond.mode
-        self.text_scale = cond.text_scale
-        self.image_scale = cond.image_scale
-        c = _expand(cond.cond.to(device, dtype), batch)
-        n = _expand(cond.null.to(device, dtype), batch) if cond.null is not None else None
-        if self.mode == "ip2p":
-            if n is None:
-                raise ValueError("ip2p sampling needs the guide's null conditioning")
-            img = source_latents
-            self.branches = 3
-            self.context = torch.cat([c, n, n])
-            self.image_cond = torch.cat([img, img, torch.zeros_like(img)])
-        else:
-            self.image_cond = None
-            if n is not None and self.text_scale != 1.0:
-                self.branches = 2
-                self.context = torch.cat([c, n])
-            else:
-                self.branches = 1
-                self.context = c
-        self.added = dict(cond.extra.get("unet_kwargs", {}))
-        if cond.extra.get("image_embeds") is not None:
-            # IP-Adapter-style image tokens: per branch, the guide's embedding for the conditional branch and its
-            # null embedding (e.g. zeros, which the projector maps to proj(0)) for the others.
-            e = _expand(cond.extra["image_embeds"].to(device, dtype), batch)
-            n_e = cond.extra.get("null_image_embeds")
-            n_e = torch.zeros_like(e) if n_e is None else _expand(n_e.to(device, dtype), batch)
-            embeds = torch.cat([e] + [n_e] * (self.branches - 1))
-            self.added["added_cond_kwargs"] = {"image_embeds": [embeds[:, None] if embeds.ndim == 2 else embeds]}
-        self.buffer = None
-        if preallocate is not None and (self.branches > 1 or self.image_cond is not None):
-            self._preallocate(preallocate, device, dtype, channels_last)
-
-    def _preallocate(self, latent_shape, device, dtype, channels_last: bool) -> None:
-        """The UNet input of every step, written in place: each branch's latents, then the image latents."""
-        b, c, h, w = latent_shape
-        extra = 0 if self.image_cond is None else self.image_cond.shape[1]
-        buf = torch.empty((self.branches * b, c + extra, h, w), device=device, dtype=dtype)
-        if channels_last:
-            buf = buf.contiguous(memory_format=torch.channels_last)
-        if self.image_cond is not None:
-            buf[:, c:] = self.image_cond
-        self.buffer = buf
-        self.latent_view = buf[:, :c].unflatten(0, (self.branches, b))
-
-    def make_differentiable(self) -> None:
-        """Copy inference-mode tensors so they can take part in autograd (gradient guidance)."""
-        self.context = self.context.clone()
-        if self.image_cond is not None:
-            self.image_cond = self.image_cond.clone()
-
-    def __call__(self, latents: torch.Tensor, t) -> torch.Tensor:
-        if self.buffer is not None:
-            self.latent_view.copy_(latents.unsqueeze(0).expand_as(self.latent_view))
-            x = self.buffer
-        else:
-            x = latents.repeat(self.branches, 1, 1, 1) if self.branches > 1 else latents
-            if self.image_cond is not None:
-                x = torch.cat([x, self.image_cond], dim=1)
-        eps = self.unet(x, t, encoder_hidden_states=self.context, **self.added).sample
-        if self.branches == 3:
-            e_cond, e_img, e_unc = eps.chunk(3)
-            return e_unc + self.text_scale * (e_cond - e_img) + self.image_scale * (e_img - e_unc)
-        if self.branches == 2:
-            e_cond, e_unc = eps.chunk(2)
-            return e_unc + self.text_scale * (e_cond - e_unc)
-        return eps
-
-
 def _eps_and_x0(out: torch.Tensor, x: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str):
     """Noise and clean-sample estimates from a model output of either parametrisation."""
     a, s = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
@@ -394,20 +339,6 @@ def _place(module, device: torch.device, dtype: torch.dtype):
     if next(module.parameters()).dtype != dtype:
         module = module.to(dtype=dtype)
     return module.eval().requires_grad_(False)
-
-
-def _expand(x: torch.Tensor, batch: int) -> torch.Tensor:
-    return x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 and batch > 1 else x
-
-
-def _repeat_conditioning(cond: Conditioning, k: int) -> Conditioning:
-    """K candidates per request image: per-image tensors are repeated, shared (batch 1) ones kept."""
-    from dataclasses import replace
-
-    def rep(x):
-        return x if x is None or x.shape[0] == 1 else x.repeat_interleave(k, 0)
-
-    return replace(cond, cond=rep(cond.cond), null=rep(cond.null), init_latents=rep(cond.init_latents))
 
 
 def _randn(shape, generators: list[torch.Generator]) -> torch.Tensor:

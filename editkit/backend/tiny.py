@@ -121,8 +121,29 @@ def tiny_components(seed: int = 0, *, in_channels: int = 8, text: bool = True) -
                       tokenizer=tokenizer)
 
 
+def tiny_sdxl_components(seed: int = 0, *, in_channels: int = 4) -> Components:
+    """Random, seeded, tiny SDXL-shaped components for plumbing tests: a UNet with SDXL's added conditioning
+    (``text_time``) reading two text encoders (widths 32 and 48, the second with a 16-d projection)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    tokenizer, tokenizer_2 = (word_tokenizer(TEST_WORDS, max_length=16) for _ in range(2))
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_config(len(tokenizer), hidden=32)))
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(
+        **{**text_config(len(tokenizer_2), hidden=48), "projection_dim": 16}))
+    time_dim = 8  # each of the 6 time ids gets a sinusoidal embedding of this width, concatenated to the pooled 16
+    unet = UNet2DConditionModel(**unet_config(in_channels, cross_attention_dim=32 + 48),
+                                addition_embed_type="text_time", addition_time_embed_dim=time_dim,
+                                projection_class_embeddings_input_dim=16 + 6 * time_dim)
+    return Components(unet=unet, vae=AutoencoderKL(**vae_config()), scheduler_config=dict(SCHEDULER_CONFIG),
+                      text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2,
+                      tokenizer_2=tokenizer_2)
+
+
 def save_components(components: Components, folder: str | Path) -> Path:
-    """Write components in the diffusers folder layout with safetensors weights."""
+    """Write components in the diffusers folder layout with safetensors weights (SDXL's second text encoder
+    and tokenizer too, when present)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     components.unet.save_pretrained(folder / "unet", safe_serialization=True)
@@ -133,4 +154,7 @@ def save_components(components: Components, folder: str | Path) -> Path:
     if components.text_encoder is not None:
         components.text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
         components.tokenizer.save_pretrained(folder / "tokenizer")
+    if components.text_encoder_2 is not None:
+        components.text_encoder_2.save_pretrained(folder / "text_encoder_2", safe_serialization=True)
+        components.tokenizer_2.save_pretrained(folder / "tokenizer_2")
     return folder

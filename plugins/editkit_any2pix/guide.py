@@ -125,11 +125,13 @@ class Any2PixGuide(Guide):
         pixels, _ = backend.images_to_tensor(base_images)
         latents = backend.encode(pixels, scaled=True)
         meta = w.config.get("llm", {})
-        null_text = backend.encode_text([""])
+        null_text, null_pooled = backend.encode_prompts([""])
         zeros = torch.zeros_like(condition)
+        added = {"image_embeds": [zeros[:, None].to(backend.device, backend.dtype)]}
+        if backend.is_sdxl:  # SDXL's pooled prompt and size conditioning, as in sampling
+            added.update(backend.sdxl_added_cond(null_pooled, pixels.shape[-2], pixels.shape[-1], len(base_images)))
         inverted = backend.invert(latents, null_text.expand(len(base_images), -1, -1), steps=self.sampling_value("steps"),
-                                  unet_kwargs={"added_cond_kwargs": {"image_embeds": [zeros[:, None].to(
-                                      backend.device, backend.dtype)]}})
+                                  unet_kwargs={"added_cond_kwargs": added})
         gen_noise = [torch.Generator().manual_seed(s) for s in request.seeds()]
         noise = torch.cat([torch.randn((1, *inverted.shape[1:]), generator=g) for g in gen_noise]).to(inverted)
         init = mixing.polar_mix(inverted.float(), noise.float(), cfg.alpha).to(backend.dtype)
@@ -137,14 +139,13 @@ class Any2PixGuide(Guide):
         prefix = meta.get("prompt_prefix", "best quality, high quality, ")
         prompts = [prefix + c if c else prefix.rstrip(", ") for c in captions]
         negative = meta.get("negative_prompt", "monochrome, lowres, bad anatomy, worst quality, low quality")
-        return Conditioning(
-            cond=backend.encode_text(prompts),
-            null=backend.encode_text([negative]),
-            mode="noise",
-            text_scale=float(self.sampling_value("cfg")),
-            init_latents=init,
-            extra={"image_embeds": condition.to(backend.device, backend.dtype), "null_image_embeds": zeros},
-        )
+        text, pooled = backend.encode_prompts(prompts)
+        null, null_pooled = backend.encode_prompts([negative])
+        extra = {"image_embeds": condition.to(backend.device, backend.dtype), "null_image_embeds": zeros}
+        if pooled is not None:
+            extra.update(text_embeds=pooled, null_text_embeds=null_pooled)
+        return Conditioning(cond=text, null=null, mode="noise", text_scale=float(self.sampling_value("cfg")),
+                            init_latents=init, extra=extra)
 
     def sampling_options(self) -> dict[str, Any]:
         return {"steps": self.sampling_value("steps"), "scheduler": "ddim", "progress": self.config.progress}

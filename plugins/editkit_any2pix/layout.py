@@ -7,7 +7,8 @@ Layout::
     imagebind.safetensors    ImageBindModel state dict (the imagebind package's key names)
     llm/                     transformers causal LM + tokenizer (with the grammar's special tokens)
     projectors.safetensors   in_projector.{0,2}.* (ImageBind -> LLM), out_projector.{0,2}.* (LLM -> ImageBind)
-    prior.safetensors        the refinement prior
+    prior.safetensors        the refinement prior: editkit's own (prior.py), or with "prior": {"kind": "reference",
+                             ...} the released InstructAny2Pix prior (reference_prior.py, ``editkit convert any2pix``)
     ip_adapter.safetensors   image_proj.* and ip_adapter.{k}.to_{k,v}_ip.weight (diffusers' IP-Adapter format)
     unet/ vae/ scheduler/ text_encoder/ tokenizer/   the diffusion pipeline when "pipeline" is "." (else a
                                                      folder relative to this one, e.g. "../editworld-tiny",
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,6 +35,9 @@ from .encoders import AudioSettings, ImageBindEncoder
 from .language import VICUNA_V1, Any2PixLLM, mlp
 from .prior import PriorConfig, RefinementPrior
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .reference_prior import ReferencePrior
+
 CONFIG_FILE = "any2pix_config.json"
 FORMAT = "editkit-any2pix"
 EDITWORLD_ANY2PIX = Path(editkit.__file__).resolve().parent / "assets" / "editworld-tiny-any2pix"
@@ -43,7 +47,7 @@ EDITWORLD_ANY2PIX = Path(editkit.__file__).resolve().parent / "assets" / "editwo
 class Loaded:
     encoder: ImageBindEncoder
     llm: Any2PixLLM
-    prior: RefinementPrior
+    prior: "RefinementPrior | ReferencePrior"
     adapter: dict[str, dict[str, torch.Tensor]]
     pipeline: str
     config: dict[str, Any]
@@ -85,7 +89,7 @@ def load(model: str, device: str = "cpu", dtype: torch.dtype = torch.float32, qu
     in_projector.load_state_dict({k[len("in_projector."):]: v for k, v in state.items() if k.startswith("in_projector.")})
     out_projector.load_state_dict({k[len("out_projector."):]: v for k, v in state.items()
                                    if k.startswith("out_projector.")})
-    prior = RefinementPrior(PriorConfig(**cfg["prior"]))
+    prior = build_prior(cfg["prior"])
     load_into(prior, str(folder / "prior.safetensors"), "guide 'any2pix': refinement prior")
     flat = {k: v.to(dtype) for k, v in load_state_dict(folder / "ip_adapter.safetensors").items()}
     adapter = {"image_proj": {k[len("image_proj."):]: v for k, v in flat.items() if k.startswith("image_proj.")},
@@ -94,6 +98,19 @@ def load(model: str, device: str = "cpu", dtype: torch.dtype = torch.float32, qu
                      cfg["llm"].get("template", VICUNA_V1))
     encoder.model.to(device)
     return Loaded(encoder, llm, prior.to(device).eval(), adapter, pipeline_source(folder, cfg), cfg)
+
+
+def build_prior(config: dict[str, Any]) -> "RefinementPrior | ReferencePrior":
+    """editkit's own prior, or the released InstructAny2Pix one for ``"kind": "reference"`` (absent: editkit's)."""
+    settings = dict(config)
+    kind = settings.pop("kind", "editkit")
+    if kind == "reference":
+        from .reference_prior import ReferencePrior, ReferencePriorConfig
+
+        return ReferencePrior(ReferencePriorConfig(**settings))
+    if kind != "editkit":
+        raise GuideLoadError(f"guide 'any2pix': unknown prior kind {kind!r} in {CONFIG_FILE} (editkit or reference)")
+    return RefinementPrior(PriorConfig(**settings))
 
 
 def pipeline_source(folder: Path, cfg: dict[str, Any]) -> str:

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import torch
 
+from editkit.backend.components import Components
+
 from .encoders import AudioSettings, ImageBindEncoder
 from .grammar import SPECIAL_TOKENS
 from .language import VICUNA_V1, mlp
@@ -58,8 +60,10 @@ def script_answer(lm, tok, transitions: dict[str, str]) -> None:
 
 
 def build_folder(folder: str | Path, seed: int = 0, dim: int = 32, llm_width: int = 64,
-                 scripted: bool = True) -> Path:
-    """Random weights; with ``scripted`` the LLM always answers ``<base> <im_gen> <video>`` then stops."""
+                 scripted: bool = True, components: Components | None = None) -> Path:
+    """Random weights; with ``scripted`` the LLM always answers ``<base> <im_gen> <video>`` then stops.
+    ``components``: the diffusion pipeline stored in the folder (default: ``tiny_components(seed, in_channels=4)``;
+    e.g. ``tiny_sdxl_components(seed)`` for an SDXL pipeline); the IP-Adapter is made for its UNet."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from editkit.backend.tiny import tiny_components
@@ -75,7 +79,7 @@ def build_folder(folder: str | Path, seed: int = 0, dim: int = 32, llm_width: in
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False))
     if scripted:
         script_answer(lm, tok, {":": "<base>", "<base>": "<im_gen>", "<im_gen>": "<video>", "<video>": tok.eos_token})
-    comps = tiny_components(seed, in_channels=4)
+    comps = tiny_components(seed, in_channels=4) if components is None else components
     return layout.save(
         folder, encoder=encoder, lm=lm, tokenizer=tok, in_projector=mlp(dim, llm_width, llm_width),
         out_projector=mlp(llm_width, llm_width, dim), prior=RefinementPrior(PriorConfig(embed_dim=dim, width=32,
