@@ -154,10 +154,10 @@ def _audio_sample():
     return next(s for s in ew.generate("test", 80, seed=0, types="multimodal") if "audio1" in s.inputs)
 
 
-def test_guide_end_to_end_with_a_scripted_answer(folder):
+def _edit_recording_unet_calls(guide):
+    """Edit one audio sample; returns the request, the result and every UNet call's ``added_cond_kwargs``."""
     from editkit.types import EditRequest
 
-    guide = _guide(folder, "<base> <im_gen> <video> [ a blue circle ]")
     calls = []
     hook = guide.backend.unet.register_forward_hook(lambda m, a, k, out: calls.append(k.get("added_cond_kwargs")),
                                                     with_kwargs=True)
@@ -168,6 +168,12 @@ def test_guide_end_to_end_with_a_scripted_answer(folder):
         result = guide.edit(req)
     finally:
         hook.remove()
+    return req, result, calls
+
+
+def test_guide_end_to_end_with_a_scripted_answer(folder):
+    guide = _guide(folder, "<base> <im_gen> <video> [ a blue circle ]")
+    req, result, calls = _edit_recording_unet_calls(guide)
     assert result.images[0].size == (64, 64) and result.extras["base_index"] == [0]
     # inversion (4 calls, zero image embeddings) then 4 guided steps with [cond, null] image embeddings
     assert len(calls) == 8
@@ -189,21 +195,10 @@ def sdxl_folder(folder, tmp_path_factory):  # after `folder`: skipped the same w
 
 def test_guide_end_to_end_on_an_sdxl_pipeline(sdxl_folder):
     """SDXL UNet + IP-Adapter: every UNet call gets the image tokens, the pooled prompt and the size ids together."""
-    from editkit.types import EditRequest
-
     guide = _guide(sdxl_folder, "<base> <im_gen> <video> [ a blue circle ]")
     backend = guide.backend
     assert backend.is_sdxl and backend.unet.config.cross_attention_dim == 80  # adapter built for 32 + 48
-    calls = []
-    hook = backend.unet.register_forward_hook(lambda m, a, k, out: calls.append(k.get("added_cond_kwargs")),
-                                              with_kwargs=True)
-    s = _audio_sample()
-    req = EditRequest(images=[Image.fromarray(s.source)], instructions=[s.instruction],
-                      inputs={"audio1": s.inputs["audio1"]}, seed=0)
-    try:
-        result = guide.edit(req)
-    finally:
-        hook.remove()
+    req, result, calls = _edit_recording_unet_calls(guide)
     assert result.images[0].size == (64, 64)
     empty, caption = backend.encode_prompts([""])[1], backend.encode_prompts(["a blue circle"])[1]
     # inversion: 4 calls with the empty prompt's pooled embedding and zero image embeddings

@@ -31,12 +31,14 @@ class PriorConfig:
         return asdict(self)
 
 
-def sinusoid(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """(B,) -> (B, dim) sinusoidal embedding (transformer timestep style)."""
+def sinusoid(x: torch.Tensor, dim: int, cos_first: bool = False) -> torch.Tensor:
+    """(B,) -> (B, dim) sinusoidal embedding (transformer timestep style); ``cos_first`` is diffusers'
+    ``get_timestep_embedding(flip_sin_to_cos=True, downscale_freq_shift=0)``."""
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=x.device, dtype=torch.float32) / half)
     angles = x.float()[:, None] * freqs[None]
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+    parts = [angles.cos(), angles.sin()] if cos_first else [angles.sin(), angles.cos()]
+    return torch.cat(parts, dim=-1)
 
 
 class RefinementPrior(nn.Module):

@@ -21,14 +21,13 @@ posterior noise at that step is scaled by 1e-10), which is what :meth:`Reference
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .prior import VIDEO
+from .prior import VIDEO, sinusoid
 
 SRC_TYPE, IMAGEBIND, TEXT, SCORE = 0, 1, 2, 3  # input indices (also the SOS/EOS rows)
 SEQUENCE_TOKENS, MODALITIES = 32, 10  # rows of the SOS/EOS tables and of the modality embedding
@@ -67,10 +66,7 @@ class ReferencePriorConfig:
 
 def score_embedding(score: torch.Tensor, dim: int) -> torch.Tensor:
     """(B,) -> (B, dim): diffusers' ``get_timestep_embedding(flip_sin_to_cos=True, downscale_freq_shift=0)``."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=score.device) / half)
-    angles = score.float()[:, None] * freqs[None]
-    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+    return sinusoid(score, dim, cos_first=True)
 
 
 class ReferencePrior(nn.Module):
