@@ -1,4 +1,5 @@
-"""The blended guide: exact background, blending noise level, skipped schedule, CLIP guidance and ranking.
+"""The blended guide: exact background, blending noise level, skipped schedule, CLIP guidance and ranking,
+and SDXL-shaped pipelines (pooled text embeddings and size ids in every UNet call).
 
 Plumbing on tiny random weights (a random CLIP only checks the mechanics, never quality); the quality
 figures on the committed weights are in docs/guides/blended.md.
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from PIL import Image
 
 from editkit.backend import BackendCache
 from editkit.backend.clip import CONFIG_NAME, WEIGHTS_NAME, load_clip
-from editkit.backend.tiny import save_components, tiny_components
+from editkit.backend.tiny import save_components, tiny_components, tiny_sdxl_components
 from editkit.errors import GuideConfigError, InvalidInputError
 from editkit.testing import contract_image
 from editkit.types import EditRequest, StepState
@@ -35,6 +37,7 @@ def weights(tmp_path_factory):
     return {
         "ip2p": str(save_components(tiny_components(0), root / "ip2p")),
         "t2i": str(save_components(tiny_components(1, in_channels=4), root / "t2i")),
+        "sdxl": str(save_components(tiny_sdxl_components(2), root / "sdxl")),
     }
 
 
@@ -247,3 +250,95 @@ def test_x0_gradient_mode_keeps_the_unet_out_of_autograd(weights, clip_files):
     a = np.asarray(base.edit(req).image, dtype=int)
     inside = np.asarray(req.masks[0]) > 0
     assert np.abs(a - b)[inside].mean() > 0.5 and np.abs(a - b)[~inside].max() == 0
+
+
+# ------------------------------------------------------------------ SDXL-shaped pipelines
+class RecordingUNet(torch.nn.Module):
+    """Wraps a UNet and records every call's batch, encoder hidden states and ``added_cond_kwargs``."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.inner = unet
+        self.config = unet.config
+        self.calls: list[dict] = []
+
+    def forward(self, x, t, **kw):
+        self.calls.append({"batch": x.shape[0], "context": kw["encoder_hidden_states"].detach().clone(),
+                           **{k: v.detach().clone() for k, v in kw.get("added_cond_kwargs", {}).items()}})
+        return self.inner(x, t, **kw)
+
+
+def recorded_edit(guide, req):
+    """The guide's result on ``req`` and every UNet call it made."""
+    recorder = RecordingUNet(guide.backend.unet)
+    original, guide.backend.unet = guide.backend.unet, recorder
+    try:
+        return guide.edit(req), recorder.calls
+    finally:
+        guide.backend.unet = original
+
+
+def sdxl_request(seed=3):
+    return request(size=(64, 64), box=(16, 12, 48, 44), seed=seed)
+
+
+def check_sdxl_calls(guide, calls, k: int, steps: int) -> None:
+    """Every UNet call: one batch of cond rows then null rows (K candidates each), the prompt's and the empty
+    prompt's pooled embeddings in the same order, and SDXL's size ids for the 64x64 image."""
+    text, pooled = guide.backend.encode_prompts(["make the square blue"])
+    null, null_pooled = guide.backend.encode_prompts([""])
+    assert not torch.equal(pooled, null_pooled)  # so the row order below is checked
+    want_context = torch.cat([text.expand(k, -1, -1), null.expand(k, -1, -1)])
+    want_pooled = torch.cat([pooled.expand(k, -1), null_pooled.expand(k, -1)])
+    assert len(calls) == steps
+    for call in calls:
+        assert call["batch"] == 2 * k
+        torch.testing.assert_close(call["context"], want_context, rtol=0, atol=0)
+        torch.testing.assert_close(call["text_embeds"], want_pooled, rtol=0, atol=0)
+        assert call["time_ids"].tolist() == [[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]] * (2 * k)
+
+
+def test_sdxl_edit_sends_pooled_embeddings_and_size_ids_and_keeps_the_background(weights):
+    guide = make(weights, "sdxl")
+    assert guide.backend.is_sdxl and not guide.image_conditioned
+    req = sdxl_request()
+    result, calls = recorded_edit(guide, req)
+    check_sdxl_calls(guide, calls, k=1, steps=6)  # 8 steps, 25% skipped
+    out = np.asarray(result.image, dtype=int)
+    src = np.asarray(req.images[0], dtype=int)
+    inside = np.asarray(req.masks[0]) > 0
+    assert out.shape == src.shape == (64, 64, 3)
+    assert np.abs(out - src)[~inside].max() == 0
+    assert np.abs(out - src)[inside].mean() > 1.0  # the region was regenerated
+
+
+def test_sdxl_candidates_with_clip_guidance_and_ranking(weights, clip_files):
+    guide = make(weights, "sdxl", candidates=2, rank=True, clip_guidance_scale=2000.0, augmentations=2,
+                 **clip_files)
+    losses = []
+    original = guide.guidance_loss
+    guide.guidance_loss = lambda x0, st: (losses.append(1), original(x0, st))[1]
+    req = sdxl_request()
+    result, calls = recorded_edit(guide, req)
+    assert len(losses) == 6  # CLIP guidance at every sampled step, through the SDXL UNet
+    check_sdxl_calls(guide, calls[:1], k=2, steps=1)
+    assert len(calls) == 6 and all(c["batch"] == 4 for c in calls)
+    (group,) = result.candidates
+    scores = [c.score for c in group]
+    assert len(group) == 2 and scores == sorted(scores, reverse=True) and len(set(scores)) == 2
+    assert result.image is group[0].image
+    src = np.asarray(req.images[0], dtype=int)
+    inside = np.asarray(req.masks[0]) > 0
+    a, b = (np.asarray(c.image, dtype=int) for c in group)
+    assert np.abs(a - src)[~inside].max() == 0 and np.abs(b - src)[~inside].max() == 0
+    assert np.abs(a - b)[inside].mean() > 0.5  # two different samples
+
+
+def test_unset_text_scale_is_the_reference_of_the_pipeline(weights, tmp_path):
+    req = sdxl_request()
+    assert make(weights, "sdxl").prepare(req).text_scale == 5.0  # Blended Latent Diffusion's SDXL script
+    assert make(weights, "t2i").prepare(req).text_scale == 7.5  # its SD2 script
+    assert make(weights, "sdxl", text_scale=6.0).prepare(req).text_scale == 6.0
+    recommended = shutil.copytree(weights["sdxl"], tmp_path / "sdxl")
+    (recommended / "editkit_sampling.json").write_text(json.dumps({"text_scale": 3.0}))
+    assert make({"sdxl": str(recommended)}, "sdxl").prepare(req).text_scale == 3.0  # the weights' recommendation

@@ -13,8 +13,13 @@ class BlendedConfig(DualGuidanceConfig, DiffusionGuideConfig):
         "editworld", min_length=1,
         description="Diffusion weights: 'editworld' (committed tiny weights, an 8-channel InstructPix2Pix UNet "
         "conditioned on the source), a Stable Diffusion text-to-image folder or hub id (4-channel UNet, e.g. "
-        "'stabilityai/stable-diffusion-2-1-base'), or an InstructPix2Pix folder or hub id.",
+        "'stabilityai/stable-diffusion-2-1-base', or SDXL: 'stabilityai/stable-diffusion-xl-base-1.0'), or an "
+        "InstructPix2Pix folder or hub id.",
     )
+    text_scale: float | None = Field(
+        None, ge=0.0, le=50.0, description="Text guidance scale s_T; None: the weights' recommendation "
+        "(editkit_sampling.json), else the reference's: 5.0 on SDXL pipelines (Blended Latent Diffusion's SDXL "
+        "script), 7.5 on others.")
     clip: str = Field("editworld", min_length=1, description="CLIP for guidance and ranking: 'editworld' (committed "
                       "tiny CLIP), an open_clip model name (e.g. 'ViT-B-16') or an open_clip config JSON.")
     clip_checkpoint: str | None = Field(None, description="Local CLIP weights (.safetensors or weights-only .pt); "

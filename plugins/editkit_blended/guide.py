@@ -14,6 +14,9 @@ from .config import BlendedConfig
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+#: Unset ``text_scale`` on SDXL pipelines: Blended Latent Diffusion's SDXL script (scripts/text_editing_SDXL.py).
+SDXL_TEXT_SCALE = 5.0
+
 
 class BlendedGuide(Guide):
     name = "blended"
@@ -48,7 +51,7 @@ class BlendedGuide(Guide):
 
         backend, cfg = self.backend, self.config
         if self._null is None:
-            self._null = backend.encode_text([""])
+            self._null = backend.encode_prompts([""])  # the empty prompt, as the reference scripts
         k = self.num_candidates()
         f = backend.vae_factor  # the padded size the backend samples at (no pixel conversion needed for it)
         w, h = (-(-side // f) * f for side in request.images[0].size)
@@ -59,14 +62,27 @@ class BlendedGuide(Guide):
         if self.clip is not None:
             self._text_emb = self.clip.encode_texts(self._texts).to(backend.device)
         self._seed = request.seed
+        text, pooled = backend.encode_prompts(request.instructions)
+        null, null_pooled = self._null
+        extra = {"guidance_through_unet": cfg.guidance_gradient == "unet"}
+        if backend.is_sdxl:  # SDXL's pooled prompt embeddings; the backend adds the size ids (time_ids)
+            extra.update(text_embeds=pooled, null_text_embeds=null_pooled)
         return Conditioning(
-            cond=backend.encode_text(request.instructions),
-            null=self._null,
+            cond=text,
+            null=null,
             mode="ip2p" if self.image_conditioned else "sdedit",
             **self.dual_guidance_scales(),
             strength=1.0 - cfg.skip,
-            extra={"guidance_through_unet": cfg.guidance_gradient == "unet"},
+            extra=extra,
         )
+
+    def dual_guidance_scales(self) -> dict[str, float]:
+        """As set, else the weights' recommendation, else the reference: on SDXL pipelines the SDXL script's
+        ``text_scale`` 5.0 instead of 7.5."""
+        scales = super().dual_guidance_scales()
+        if self.backend.is_sdxl:
+            scales["text_scale"] = self.guidance_scale("text_scale", SDXL_TEXT_SCALE)
+        return scales
 
     # ----------------------------------------------------------------- per-step blending
     def on_step(self, state: StepState) -> "torch.Tensor":
