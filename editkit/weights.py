@@ -29,6 +29,20 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def checkpoint_shards(folder: str | os.PathLike) -> list[Path]:
+    """The weight files of a transformers checkpoint folder: the shards its ``model.safetensors.index.json`` or
+    ``pytorch_model.bin.index.json`` names (sorted, each once), else ``model.safetensors`` or ``pytorch_model.bin``;
+    [] when it has none."""
+    import json
+
+    folder = Path(folder)
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = folder / index_name
+        if index.is_file():
+            return [folder / n for n in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    return [folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()][:1]
+
+
 def _is_pickle_container(path: Path) -> bool:
     """A pickle stream (PROTO opcode) or a zip file such as torch.save writes; read without unpickling."""
     with open(path, "rb") as fh:

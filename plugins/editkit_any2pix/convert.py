@@ -35,10 +35,11 @@ from typing import Any
 import torch
 
 from editkit.errors import GuideLoadError, InvalidInputError
-from editkit.weights import load_state_dict, stored
+from editkit.weights import checkpoint_shards, load_state_dict, stored
 
 from . import grammar
 from .encoders import AudioSettings
+from .guide import NEGATIVE_PROMPT, PROMPT_PREFIX, REFERENCE_SAMPLING
 from .language import VICUNA_V1
 from .layout import CONFIG_FILE, FORMAT
 from .reference_prior import ReferencePrior, ReferencePriorConfig
@@ -51,9 +52,7 @@ IMAGEBIND_HUGE = dict(vision_embed_dim=1280, vision_num_blocks=32, vision_num_he
                       imu_drop_path=0.7)
 #: The reference's ImageBind preprocessing (imagebind ``data.py``): 224 images, 3 clips of 2 s, 128 x 204 mels.
 REFERENCE_IMAGEBIND = {"model": IMAGEBIND_HUGE, "image_size": 224, "audio": asdict(AudioSettings())}
-REFERENCE_LLM = {"template": VICUNA_V1, "prompt_prefix": "best quality, high quality, ",
-                 "negative_prompt": "monochrome, lowres, bad anatomy, worst quality, low quality"}
-REFERENCE_SAMPLING = {"steps": 25, "cfg": 10.0}
+REFERENCE_LLM = {"template": VICUNA_V1, "prompt_prefix": PROMPT_PREFIX, "negative_prompt": NEGATIVE_PROMPT}
 LLAMA_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps", "rope_theta",
                 "attention_bias", "pad_token_id", "bos_token_id", "eos_token_id", "initializer_range")
@@ -91,14 +90,10 @@ def release_paths(ckpt: str | Path, llm: str = "llm-retrained") -> dict[str, Pat
 
 
 def llm_shards(folder: Path) -> list[Path]:
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index = folder / index_name
-        if index.is_file():
-            return [folder / n for n in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-    files = [folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()]
+    files = checkpoint_shards(folder)
     if not files:
         raise GuideLoadError(f"guide 'any2pix': no weights in '{folder}' (model*.safetensors or pytorch_model*.bin)")
-    return files[:1]
+    return files
 
 
 def llama_config(release: dict[str, Any], dtype: torch.dtype) -> Any:

@@ -13,6 +13,10 @@ from .config import Any2PixConfig
 MAX_REFERENCES = 3
 #: The reference's sampling settings, used when neither the options nor the weights' "sampling" set them.
 REFERENCE_SAMPLING = {"steps": 25, "cfg": 10.0}
+#: The reference's prompt prefix (with the separator it forgot) and negative prompt, used when the weights' config
+#: does not set its own.
+PROMPT_PREFIX = "best quality, high quality, "
+NEGATIVE_PROMPT = "monochrome, lowres, bad anatomy, worst quality, low quality"
 
 
 class Any2PixGuide(Guide):
@@ -136,9 +140,9 @@ class Any2PixGuide(Guide):
         noise = torch.cat([torch.randn((1, *inverted.shape[1:]), generator=g) for g in gen_noise]).to(inverted)
         init = mixing.polar_mix(inverted.float(), noise.float(), cfg.alpha).to(backend.dtype)
 
-        prefix = meta.get("prompt_prefix", "best quality, high quality, ")
+        prefix = meta.get("prompt_prefix", PROMPT_PREFIX)
         prompts = [prefix + c if c else prefix.rstrip(", ") for c in captions]
-        negative = meta.get("negative_prompt", "monochrome, lowres, bad anatomy, worst quality, low quality")
+        negative = meta.get("negative_prompt", NEGATIVE_PROMPT)
         text, pooled = backend.encode_prompts(prompts)
         null, null_pooled = backend.encode_prompts([negative])
         extra = {"image_embeds": condition.to(backend.device, backend.dtype), "null_image_embeds": zeros}

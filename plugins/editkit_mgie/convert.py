@@ -101,20 +101,14 @@ def map_state_dict(*state_dicts: dict[str, torch.Tensor], identity_projector: bo
 
 def read_llava_weights(llava_dir: Path) -> dict[str, torch.Tensor]:
     """All shards of a LLaVA-v1 folder (``pytorch_model*.bin`` or ``*.safetensors``), weights-only."""
-    from editkit.weights import load_state_dict
+    from editkit.weights import checkpoint_shards, load_state_dict
 
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index = llava_dir / index_name
-        if index.is_file():
-            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            break
-    else:
-        files = [n for n in ("model.safetensors", "pytorch_model.bin") if (llava_dir / n).is_file()][:1]
+    files = checkpoint_shards(llava_dir)
     if not files:
         raise GuideLoadError(f"guide 'mgie': no weights in '{llava_dir}' (pytorch_model*.bin or *.safetensors)")
     sd: dict[str, torch.Tensor] = {}
-    for name in files:
-        sd.update(load_state_dict(llava_dir / name))
+    for path in files:
+        sd.update(load_state_dict(path))
     return sd
 
 
