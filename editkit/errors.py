@@ -49,3 +49,9 @@ class InvalidInputError(EditkitError, ValueError):
 
 class UnsafeCheckpointError(EditkitError):
     """A checkpoint would need unpickling arbitrary objects; editkit refuses to load it."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type name when the message is empty): what a
+    one-line error repeats from a library's multi-line one."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -283,3 +283,11 @@ def test_bad_input_in_a_real_process(work, argv, message):
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("editkit: error: ") and message in out.stderr
     assert snapshot(work) == before
+
+
+def test_first_line_of_a_library_error():
+    from editkit.errors import first_line
+
+    assert first_line(OSError("\n  no file named config.json\nCheckout your internet connection")) == \
+        "no file named config.json"
+    assert first_line(ValueError("")) == "ValueError"

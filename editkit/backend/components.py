@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import GuideLoadError
+from ..errors import GuideLoadError, first_line
 
 #: Folder of the committed tiny EditWorld weights (diffusers layout).
 EDITWORLD_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "editworld-tiny"
@@ -50,7 +50,7 @@ def _load(cls, source: str, subfolder: str, **kwargs):
     try:
         return cls.from_pretrained(source, subfolder=subfolder, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         first = first.split(". ")[0].rstrip(".")
         raise GuideLoadError(f"cannot load {subfolder} from '{source}': {first}") from None
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from editkit.errors import GuideLoadError, InvalidInputError
+from editkit.errors import GuideLoadError, InvalidInputError, first_line
 from editkit.weights import checkpoint_shards, load_state_dict, stored
 
 from . import grammar
@@ -121,7 +121,7 @@ def convert_llm(folder: Path, out: Path, dtype: torch.dtype) -> tuple[dict[str, 
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
     except (OSError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise GuideLoadError(f"guide 'any2pix': cannot load the tokenizer in '{folder / 'tokenizer'}': {first}") from None
     check_tokens(tokenizer, config.vocab_size)
     out.mkdir(parents=True, exist_ok=True)
@@ -200,7 +200,7 @@ def empty_prompt_states(source: str, weights: dict[str, torch.Tensor]) -> torch.
         else:
             model = CLIPTextModel.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise GuideLoadError(f"guide 'any2pix': cannot load the prior's text encoder '{source}': {first}") from None
     batch = tokenizer([""], padding=True, truncation=True, max_length=77, return_tensors="pt")
     if not bool(batch.attention_mask.all()):

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from editkit.errors import GuideLoadError
+from editkit.errors import GuideLoadError, first_line
 
 from .edit_head import EditHead, EditHeadConfig
 from .prompt import NUM_IMG_TOKENS, img_tokens
@@ -182,7 +182,7 @@ def convert_official(llava_dir: str | Path, mgie_dir: str | Path, *, vision_towe
         image_processor = CLIPImageProcessor.from_pretrained(vision_tower)
         vision = CLIPVisionModel.from_pretrained(vision_tower, dtype=dtype)
     except (OSError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise GuideLoadError(f"guide 'mgie': cannot load the tokenizer or vision tower: {first}") from None
     tokenizer.add_tokens(img_tokens(), special_tokens=True)
     tokenizer.padding_side = "left"

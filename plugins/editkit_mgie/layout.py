@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 import editkit
-from editkit.errors import GuideLoadError
+from editkit.errors import GuideLoadError, first_line
 
 from .edit_head import EditHead, EditHeadConfig
 
@@ -102,7 +102,7 @@ def resolve(model: str) -> Path:
 
             return Path(snapshot_download(model))
         except Exception as exc:  # offline, unknown repo, no access
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise GuideLoadError(f"guide 'mgie': model '{model}': no such folder, and not available from the "
                                  f"hub ({first})") from None
     raise GuideLoadError(f"guide 'mgie': model '{model}': no such folder")
@@ -152,7 +152,7 @@ def _load_editkit(path: Path, device: str, dtype: torch.dtype, quantize: str) ->
         tokenizer = AutoTokenizer.from_pretrained(path / "llm")
         image_processor = AutoImageProcessor.from_pretrained(path / "llm")
     except (OSError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise GuideLoadError(f"guide 'mgie': cannot load the LLM from '{path / 'llm'}': {first}") from None
     if quantize == "none":
         model = model.to(device)
@@ -192,7 +192,7 @@ def diffusion_loader(unet: str, sampling: dict[str, Any] | None = None):
             try:
                 cfg = UNet2DConditionModel.load_config(src, subfolder="unet")
             except (OSError, ValueError) as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                first = first_line(exc)
                 raise GuideLoadError(f"guide 'mgie': cannot load the UNet config of '{src}': {first}") from None
             sd = load_state_dict(upath)
             sd = {k[len("unet."):] if k.startswith("unet.") else k: v for k, v in sd.items()}
