@@ -130,7 +130,7 @@ class Guide(abc.ABC):
         value = getattr(self.config, name, None)
         if value is not None:
             return float(value)
-        return float(self.backend.recommended(name, reference)) if self.backend is not None else reference
+        return float(self.backend.recommended(name, reference, self.name)) if self.backend is not None else reference
 
     def dual_guidance_scales(self) -> dict[str, float]:
         """``text_scale`` and ``image_scale`` for a :class:`Conditioning` of a config with
@@ -147,7 +147,9 @@ class Guide(abc.ABC):
         cfg = self.config
         steps = getattr(cfg, "steps", None)
         scheduler = getattr(cfg, "scheduler", "ddim")
-        recommended = self.backend.recommended if self.backend is not None else (lambda _name, default: default)
+        def recommended(name: str, default: Any) -> Any:
+            return self.backend.recommended(name, default, self.name) if self.backend is not None else default
+
         if steps is None:
             steps = int(recommended("steps", DEFAULT_STEPS))
         if scheduler == "auto":

@@ -342,3 +342,31 @@ def test_unset_text_scale_is_the_reference_of_the_pipeline(weights, tmp_path):
     recommended = shutil.copytree(weights["sdxl"], tmp_path / "sdxl")
     (recommended / "editkit_sampling.json").write_text(json.dumps({"text_scale": 3.0}))
     assert make({"sdxl": str(recommended)}, "sdxl").prepare(req).text_scale == 3.0  # the weights' recommendation
+
+
+def test_shared_weights_can_recommend_blended_its_own_scales(weights, tmp_path):
+    """editkit_sampling.json's "guides" entry: blended takes its own image scale and steps from the ip2p folder it
+    shares, ip2p keeps the folder's; a malformed entry is a one-line load error."""
+    from editkit.errors import GuideLoadError
+    from editkit_ip2p import InstructPix2PixGuide
+
+    folder = shutil.copytree(weights["ip2p"], tmp_path / "shared")
+    (folder / "editkit_sampling.json").write_text(json.dumps(
+        {"text_scale": 1.5, "image_scale": 2.0, "steps": 10,
+         "guides": {"blended": {"image_scale": 1.25, "steps": 6, "_measured": "x"}}}))
+    req = request()
+    blended = BlendedGuide(model=str(folder), candidates=1, rank=False, progress=False)
+    blended.load(BackendCache())
+    cond = blended.prepare(req)
+    assert (cond.text_scale, cond.image_scale) == (1.5, 1.25)
+    assert blended.sampling_options()["steps"] == 6
+    assert make({"x": str(folder)}, "x", image_scale=3.0).prepare(req).image_scale == 3.0  # a set option wins
+    ip2p = InstructPix2PixGuide(model=str(folder), progress=False)
+    ip2p.load(BackendCache())
+    cond = ip2p.prepare(req)
+    assert (cond.text_scale, cond.image_scale) == (1.5, 2.0) and ip2p.sampling_options()["steps"] == 10
+    for bad in ({"guides": ["blended"]}, {"guides": {"blended": {"steps": 0}}}):
+        (folder / "editkit_sampling.json").write_text(json.dumps(bad))
+        with pytest.raises(GuideLoadError, match="editkit_sampling.json") as info:
+            BlendedGuide(model=str(folder)).load(BackendCache())
+        assert "\n" not in str(info.value)

@@ -104,10 +104,24 @@ def _has_second_text_encoder(src: str) -> bool:
 
 def sampling_settings(data: dict[str, Any], where: str = "the weights' sampling record") -> dict[str, Any]:
     """The settings of a recommended-sampling record, without its ``_``-prefixed notes (``_measured``).
-    A recommended ``steps`` or ``scheduler`` that no guide could run is a :class:`GuideLoadError` naming ``where``."""
+    ``"guides": {name: {...}}`` holds what one guide should use instead (e.g. blended's own image scale on the
+    shared ip2p weights). A recommended ``steps`` or ``scheduler`` that no guide could run is a
+    :class:`GuideLoadError` naming ``where``."""
+    settings = {k: v for k, v in data.items() if not k.startswith("_")}
+    guides = settings.get("guides")
+    if guides is not None:
+        if not isinstance(guides, dict) or not all(isinstance(v, dict) for v in guides.values()):
+            raise GuideLoadError(f"{where}: 'guides' must map guide names to their own recommended settings, "
+                                 f"got {guides!r}")
+        settings["guides"] = {name: _one_record({k: v for k, v in own.items() if k != "guides"},
+                                                f"{where}, guide '{name}'") for name, own in guides.items()}
+    return _one_record(settings, where)
+
+
+def _one_record(settings: dict[str, Any], where: str) -> dict[str, Any]:
     from .schedulers import SCHEDULERS
 
-    settings = {k: v for k, v in data.items() if not k.startswith("_")}
+    settings = {k: v for k, v in settings.items() if not k.startswith("_")}
     steps = settings.get("steps")
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 1000):
         raise GuideLoadError(f"{where}: recommended 'steps' must be an integer from 1 to 1000, got {steps!r}")

@@ -45,9 +45,12 @@ class LatentDiffusionBackend:
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.scaling_factor = float(self.vae.config.scaling_factor)
 
-    def recommended(self, name: str, default: Any) -> Any:
-        """A sampling setting recommended by the weights folder (``editkit_sampling.json``), else ``default``."""
-        return self.extra.get("sampling", {}).get(name, default)
+    def recommended(self, name: str, default: Any, guide: str | None = None) -> Any:
+        """A sampling setting recommended by the weights folder (``editkit_sampling.json``): the ``guide``'s own
+        entry (``"guides": {guide: {...}}``) first, then the folder's, else ``default``."""
+        sampling = self.extra.get("sampling", {})
+        own = sampling.get("guides", {}).get(guide, {}) if guide is not None else {}
+        return own.get(name, sampling.get(name, default))
 
     @property
     def unet_forward(self):
