@@ -294,3 +294,27 @@ def test_phase_one_draws_from_its_own_latent_free_pool(tmp_path):
     s = editworld.generate("train", 2, seed=0, types="referring", size=32)
     batch = Pool(s, guide.mllm, None, 1.0, 8).batch(torch.tensor([1, 0]))
     assert "src" not in batch and "tgt" not in batch and batch["pixel_values"].shape == (2, 3, 32, 32)
+
+
+def test_alignment_phase_trains_the_llm_only_when_asked(tmp_path):
+    """--align-train-llm: phase 2 moves the LLM blocks (not the vision tower) with CE + alignment; without it the
+    LLM is bit-identical to the --init folder's and only the edit head learns."""
+    from editkit.training.mgie import MGIERecipe, train_mgie
+    from editkit.weights import load_state_dict
+
+    ip2p = save_components(tiny_components(0), tmp_path / "ip2p")
+    common = dict(ip2p=ip2p, size="test", image_size=32, pool=8, pretrain_batch_size=4, batch_size=4, eval_count=0)
+    train_mgie(MGIERecipe(out=tmp_path / "a", pretrain_steps=1, align_steps=0, steps=0, **common), progress=False)
+    for name, flag in (("frozen", False), ("joint", True)):
+        res = train_mgie(MGIERecipe(out=tmp_path / name, init=tmp_path / "a", pretrain_steps=0, align_steps=2,
+                                    align_lr=0.01, align_train_llm=flag, steps=0, **common), progress=False)
+        assert np.isfinite(res["align_mse"]) and ("align_ce" in res) == flag
+    before, frozen, joint = (load_state_dict(tmp_path / d / "llm" / "model.safetensors") for d in ("a", "frozen", "joint"))
+    assert all(torch.equal(frozen[k], before[k]) for k in before)
+    blocks = [k for k in before if ".layers." in k and "vision_tower" not in k]
+    tower = [k for k in before if "vision_tower" in k]
+    assert blocks and tower
+    assert any(not torch.equal(joint[k], before[k]) for k in blocks)
+    assert all(torch.equal(joint[k], before[k]) for k in tower)
+    rows = [json.loads(r) for r in (tmp_path / "joint" / "logs" / "mgie" / "log.jsonl").read_text().splitlines()]
+    assert any(r.get("phase") == 2 and np.isfinite(r["ce"]) for r in rows)

@@ -62,6 +62,10 @@ class MGIERecipe(EditkitModel):
     pretrain_batch_size: int = Field(64, ge=1, le=4096, description="Phase 1 samples per step.")
     align_steps: int = Field(1000, ge=0, le=10_000_000, description="Phase 2: edit-head warm-start steps (0: skip).")
     align_lr: float = Field(1e-3, gt=0, le=1.0, description="Phase 2 peak learning rate.")
+    align_train_llm: bool = Field(
+        False, description="Phase 2 also trains the LLM (blocks, embeddings, LM head, projector; the vision tower "
+        "stays frozen) on cross-entropy + the alignment loss, so the states at the [IMG] positions learn to carry "
+        "the rewrite to the edit head; false: the LLM is frozen and only the head learns.")
     steps: int = Field(3000, ge=0, le=10_000_000, description="Phase 3: MGIE recipe steps.")
     batch_size: int = Field(32, ge=1, le=4096, description="Phase 3 samples per step.")
     lr: float = Field(2e-4, gt=0, le=1.0, description="Phase 3 peak learning rate (cosine).")
@@ -311,20 +315,32 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
 
         teacher.to(device)
         null_target = encode([""])
-        opt = _optimizer(head.parameters(), recipe.align_lr)
+        llm_params: list[torch.nn.Parameter] = []
+        if recipe.align_train_llm:
+            model.train().requires_grad_(True)
+            model.model.vision_tower.eval().requires_grad_(False)
+            llm_params = [p for p in model.parameters() if p.requires_grad]
+        params = [*head.parameters(), *llm_params]
+        opt = _optimizer(params, recipe.align_lr)
         bar = tqdm(range(recipe.align_steps), desc="mgie 2/3 head", disable=not progress)
         for step in bar:
             idx, b = batch(recipe.batch_size)
+            with torch.set_grad_enabled(recipe.align_train_llm):
+                ce, hidden = lm_forward(model, b)
             with torch.no_grad():
-                _, hidden = lm_forward(model, b)
                 target = encode([pool.rewrites[i] for i in idx.tolist()])
-            emb = model.get_input_embeddings().weight[-n_img:].detach()
+            emb = model.get_input_embeddings().weight[-n_img:]
+            emb = emb if recipe.align_train_llm else emb.detach()
             loss = F.mse_loss(head(img_states(hidden, b["img_pos"], n_img), emb), target) + \
                 F.mse_loss(head.null(emb), null_target)
-            _step(opt, loss, list(head.parameters()), step, recipe.align_steps, recipe.align_lr, warmup=50)
+            _step(opt, loss + ce if recipe.align_train_llm else loss, params, step, recipe.align_steps,
+                  recipe.align_lr, warmup=50)
             if step % recipe.log_every == 0 or step == recipe.align_steps - 1:
-                bar.set_postfix(mse=f"{loss.item():.4f}")
-                log.write(phase=2, step=step, align_mse=loss.item())
+                bar.set_postfix(mse=f"{loss.item():.4f}", ce=f"{ce.item():.4f}")
+                log.write(phase=2, step=step, align_mse=loss.item(), ce=ce.item())
+        if recipe.align_train_llm:
+            model.eval().requires_grad_(False)
+            results["align_ce"] = round(ce.item(), 5)
         results["align_mse"] = round(loss.item(), 5)
 
     # ---- phase 3: the MGIE recipe
