@@ -130,7 +130,12 @@ class Guide(abc.ABC):
         value = getattr(self.config, name, None)
         if value is not None:
             return float(value)
-        return float(self.backend.recommended(name, reference, self.name)) if self.backend is not None else reference
+        return float(self.recommended(name, reference))
+
+    def recommended(self, name: str, default: Any) -> Any:
+        """The loaded weights' recommended sampling setting ``name`` for this guide (its own entry first), else
+        ``default``."""
+        return self.backend.recommended(name, default, self.name) if self.backend is not None else default
 
     def dual_guidance_scales(self) -> dict[str, float]:
         """``text_scale`` and ``image_scale`` for a :class:`Conditioning` of a config with
@@ -147,13 +152,10 @@ class Guide(abc.ABC):
         cfg = self.config
         steps = getattr(cfg, "steps", None)
         scheduler = getattr(cfg, "scheduler", "ddim")
-        def recommended(name: str, default: Any) -> Any:
-            return self.backend.recommended(name, default, self.name) if self.backend is not None else default
-
         if steps is None:
-            steps = int(recommended("steps", DEFAULT_STEPS))
+            steps = int(self.recommended("steps", DEFAULT_STEPS))
         if scheduler == "auto":
-            scheduler = recommended("scheduler", "auto")
+            scheduler = self.recommended("scheduler", "auto")
         return {"steps": steps, "scheduler": scheduler, "progress": cfg.progress}
 
     def effective_config(self, sampling: dict[str, Any]) -> dict[str, Any]:

@@ -107,7 +107,7 @@ def sampling_settings(data: dict[str, Any], where: str = "the weights' sampling 
     ``"guides": {name: {...}}`` holds what one guide should use instead (e.g. blended's own image scale on the
     shared ip2p weights). A recommended ``steps`` or ``scheduler`` that no guide could run is a
     :class:`GuideLoadError` naming ``where``."""
-    settings = {k: v for k, v in data.items() if not k.startswith("_")}
+    settings = _one_record(data, where)
     guides = settings.get("guides")
     if guides is not None:
         if not isinstance(guides, dict) or not all(isinstance(v, dict) for v in guides.values()):
@@ -115,13 +115,14 @@ def sampling_settings(data: dict[str, Any], where: str = "the weights' sampling 
                                  f"got {guides!r}")
         settings["guides"] = {name: _one_record({k: v for k, v in own.items() if k != "guides"},
                                                 f"{where}, guide '{name}'") for name, own in guides.items()}
-    return _one_record(settings, where)
+    return settings
 
 
-def _one_record(settings: dict[str, Any], where: str) -> dict[str, Any]:
+def _one_record(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """One record's settings without its notes, its ``steps`` and ``scheduler`` checked."""
     from .schedulers import SCHEDULERS
 
-    settings = {k: v for k, v in settings.items() if not k.startswith("_")}
+    settings = {k: v for k, v in data.items() if not k.startswith("_")}
     steps = settings.get("steps")
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 1000):
         raise GuideLoadError(f"{where}: recommended 'steps' must be an integer from 1 to 1000, got {steps!r}")

@@ -79,7 +79,7 @@ class Any2PixGuide(Guide):
     def sampling_value(self, name: str):
         """Option ``name`` (steps, cfg) as set, else the weights' recommendation, else the reference."""
         value = getattr(self.config, name)
-        return value if value is not None else self.backend.recommended(name, REFERENCE_SAMPLING[name], self.name)
+        return value if value is not None else self.recommended(name, REFERENCE_SAMPLING[name])
 
     def text_output(self, request: EditRequest) -> list[str | None]:
         return list(self._texts)
