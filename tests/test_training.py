@@ -290,6 +290,21 @@ def test_the_phase_1_probe_covers_every_family():
     assert spread(val[:10], 64) == val[:10] and spread(val, 0) == []
 
 
+def test_group_samples_gives_each_plus_group_one_equal_share():
+    """'+' joins types into one group with one share; a single-type group is the same stream as before."""
+    from collections import Counter
+
+    from editkit import editworld
+    from editkit.training.common import group_samples
+
+    samples = group_samples("val", 90, 3, "explicit,referring,contrast+replace", 64)
+    assert len(samples) == 90
+    assert [s.id for s in samples[:30]] == [s.id for s in editworld.generate("val", 30, seed=3, types="explicit")]
+    tail = Counter(s.edit_type for s in samples[60:])
+    assert set(tail) == {"contrast", "replace"} and min(tail.values()) >= 8
+    assert {s.family for s in samples[30:60]} == {"referring"}
+
+
 def test_any2pix_recipe_refuses_llm_sizes_with_init(tmp_path):
     """--init continues the folder's LLM, so sizing a new one alongside it is a clear error, not ignored."""
     import pytest

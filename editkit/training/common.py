@@ -108,7 +108,8 @@ def write_recipe(folder: Path, name: str, config: dict[str, Any], seconds: float
 
 
 def group_samples(split: str, count: int, seed: int, types: str, size: int) -> list:
-    """``count`` EditWorld samples split equally among comma-separated families/types ("explicit,referring")."""
+    """``count`` EditWorld samples split equally among comma-separated groups ("explicit,referring"); a group may
+    join several families/types with '+' ("explicit,contrast+replace" gives those two types a second share)."""
     from .. import editworld
 
     groups = [t.strip() for t in types.split(",") if t.strip()]
@@ -116,7 +117,7 @@ def group_samples(split: str, count: int, seed: int, types: str, size: int) -> l
     for k, group in enumerate(groups):
         share = count // len(groups) + (1 if k < count % len(groups) else 0)
         if share:
-            out += editworld.generate(split, share, seed=seed, types=group, size=size)
+            out += editworld.generate(split, share, seed=seed, types=group.split("+"), size=size)
     return out
 
 

@@ -48,7 +48,8 @@ class MGIERecipe(EditkitModel):
     unet_from: Literal["auto", "ip2p", "init"] = Field(
         "auto", description="Where the UNet starts: 'ip2p' (the --ip2p folder), 'init' (the --init MGIE folder); "
         "'auto' = init when --init is given, else ip2p. Use 'ip2p' to redo phases 2-3 on a newer ip2p UNet.")
-    types: str = Field("explicit,referring", description="EditWorld families/types, comma-separated; equal shares.")
+    types: str = Field("explicit,referring", description="EditWorld families/types: comma-separated groups with "
+                       "equal shares; '+' joins several into one group ('explicit,contrast+replace').")
     pool: int = Field(20000, ge=8, le=10_000_000, description="EditWorld training samples held in memory.")
     pretrain_pool: int = Field(
         0, ge=0, le=10_000_000, description="Phase 1 draws from its own pool of this many EditWorld samples (images "
