@@ -318,3 +318,32 @@ def test_alignment_phase_trains_the_llm_only_when_asked(tmp_path):
     assert all(torch.equal(joint[k], before[k]) for k in tower)
     rows = [json.loads(r) for r in (tmp_path / "joint" / "logs" / "mgie" / "log.jsonl").read_text().splitlines()]
     assert any(r.get("phase") == 2 and np.isfinite(r["ce"]) for r in rows)
+
+
+def test_phase_2_distillation_through_the_frozen_unet_moves_the_head_and_never_the_unet(tmp_path):
+    """--align-unet-weight: the head also learns from the UNet's predictions under the teacher's states; the
+    UNet it reads through stays bit for bit the ip2p one, and the run logs the distillation loss."""
+    from diffusers import UNet2DConditionModel
+
+    from editkit.training.mgie import MGIERecipe, train_mgie
+    from editkit.weights import load_state_dict
+
+    ip2p = save_components(tiny_components(0), tmp_path / "ip2p")
+    common = dict(ip2p=ip2p, size="test", image_size=32, pool=8, batch_size=4, eval_count=0, seed=3)
+    train_mgie(MGIERecipe(out=tmp_path / "a", pretrain_steps=1, pretrain_batch_size=4, align_steps=0, steps=0,
+                          **common), progress=False)
+    heads = {}
+    for weight in (0.0, 1000.0):
+        out = tmp_path / f"w{int(weight)}"
+        res = train_mgie(MGIERecipe(out=out, init=tmp_path / "a", unet_from="ip2p", pretrain_steps=0, align_steps=2,
+                                    align_lr=0.01, align_unet_weight=weight, steps=0, **common), progress=False)
+        heads[weight] = load_state_dict(out / "edit_head.safetensors")
+        rows = [json.loads(r) for r in (out / "logs" / "mgie" / "log.jsonl").read_text().splitlines()]
+        logged = [r for r in rows if r.get("phase") == 2]
+        assert all(("distill_mse" in r) == (weight > 0) for r in logged)
+        assert ("align_distill_mse" in res) == (weight > 0)
+        got = UNet2DConditionModel.from_pretrained(out / "unet").state_dict()
+        want = UNet2DConditionModel.from_pretrained(ip2p / "unet").state_dict()
+        assert all(torch.equal(got[k], want[k]) for k in want)
+    assert res["align_distill_mse"] > 0
+    assert any(not torch.equal(heads[0.0][k], heads[1000.0][k]) for k in heads[0.0])  # the distillation moved it

@@ -67,6 +67,11 @@ class MGIERecipe(EditkitModel):
         False, description="Phase 2 also trains the LLM (blocks, embeddings, LM head, projector; the vision tower "
         "stays frozen) on cross-entropy + the alignment loss, so the states at the [IMG] positions learn to carry "
         "the rewrite to the edit head; false: the LLM is frozen and only the head learns.")
+    align_unet_weight: float = Field(
+        0.0, ge=0, le=1000, description="Phase 2 adds this weight times a distillation loss through the frozen "
+        "UNet: the MSE between the UNet's predictions on noised targets conditioned on the edit head's output and "
+        "on the ip2p text encoder's states of the rewrite (0: off). It measures the head where the UNet reads it "
+        "instead of position by position.")
     steps: int = Field(3000, ge=0, le=10_000_000, description="Phase 3: MGIE recipe steps.")
     batch_size: int = Field(32, ge=1, le=4096, description="Phase 3 samples per step.")
     lr: float = Field(2e-4, gt=0, le=1.0, description="Phase 3 peak learning rate (cosine).")
@@ -307,6 +312,18 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
     if recipe.pretrain_steps:  # a checkpoint to resume from (--init OUT --pretrain-steps 0)
         save("tiny EditWorld MGIE after phase 1 of 'editkit train mgie' (LLM pre-trained; head and UNet not yet)")
 
+    from diffusers import DDPMScheduler
+
+    alphas = DDPMScheduler.from_config(sched_cfg).alphas_cumprod
+    v_pred = sched_cfg.get("prediction_type", "epsilon") == "v_prediction"
+
+    def noised(tgt):
+        """(noisy latents, timesteps, sqrt(alpha_bar), noise) at uniformly drawn training timesteps."""
+        noise = torch.randn(tgt.shape, generator=gen).to(device)
+        t = torch.randint(0, alphas.shape[0], (tgt.shape[0],), generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1).to(device)
+        return a.sqrt() * tgt + (1 - a).sqrt() * noise, t.to(device), a, noise
+
     # ---- phase 2: edit-head warm start against the ip2p text encoder (LLM frozen)
     if recipe.align_steps and teacher is not None:
         def encode(texts):
@@ -315,6 +332,7 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
             return teacher(ids.to(device))[0]
 
         teacher.to(device)
+        unet.eval().requires_grad_(False)  # phase 2 never changes the UNet; the distillation loss reads through it
         null_target = encode([""])
         llm_params: list[torch.nn.Parameter] = []
         if recipe.align_train_llm:
@@ -332,21 +350,29 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
                 target = encode([pool.rewrites[i] for i in idx.tolist()])
             emb = model.get_input_embeddings().weight[-n_img:]
             emb = emb if recipe.align_train_llm else emb.detach()
-            loss = F.mse_loss(head(img_states(hidden, b["img_pos"], n_img), emb), target) + \
-                F.mse_loss(head.null(emb), null_target)
+            cond = head(img_states(hidden, b["img_pos"], n_img), emb)
+            align = loss = F.mse_loss(cond, target) + F.mse_loss(head.null(emb), null_target)
+            if recipe.align_unet_weight:
+                noisy, t, _, _ = noised(b["tgt"])
+                x = torch.cat([noisy, image_conditioning(unet, b["src"])], 1)
+                with torch.no_grad():
+                    taught = unet(x, t, encoder_hidden_states=target).sample
+                distill = F.mse_loss(unet(x, t, encoder_hidden_states=cond).sample, taught)
+                loss = loss + recipe.align_unet_weight * distill
             _step(opt, loss + ce if recipe.align_train_llm else loss, params, step, recipe.align_steps,
                   recipe.align_lr, warmup=50)
             if step % recipe.log_every == 0 or step == recipe.align_steps - 1:
-                bar.set_postfix(mse=f"{loss.item():.4f}", ce=f"{ce.item():.4f}")
-                log.write(phase=2, step=step, align_mse=loss.item(), ce=ce.item())
+                bar.set_postfix(mse=f"{align.item():.4f}", ce=f"{ce.item():.4f}")
+                log.write(phase=2, step=step, align_mse=align.item(), ce=ce.item(),
+                          **({"distill_mse": distill.item()} if recipe.align_unet_weight else {}))
         if recipe.align_train_llm:
             model.eval().requires_grad_(False)
             results["align_ce"] = round(ce.item(), 5)
-        results["align_mse"] = round(loss.item(), 5)
+        results["align_mse"] = round(align.item(), 5)
+        if recipe.align_unet_weight:
+            results["align_distill_mse"] = round(distill.item(), 7)
 
     # ---- phase 3: the MGIE recipe
-    from diffusers import DDPMScheduler
-
     embed, lm_head = model.get_input_embeddings(), model.get_output_embeddings()
     embed.weight.requires_grad_(True)
     lm_head.weight.requires_grad_(True)
@@ -357,8 +383,6 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
                  *(unet.parameters() if recipe.train_unet else ())]
     ema = [p.detach().clone() for p in trainable]
     opt = _optimizer(trainable, recipe.lr)
-    alphas = DDPMScheduler.from_config(sched_cfg).alphas_cumprod
-    v_pred = sched_cfg.get("prediction_type", "epsilon") == "v_prediction"
     p_drop = recipe.dropout
     bar = tqdm(range(recipe.steps), desc="mgie 3/3 joint", disable=not progress)
     for step in bar:
@@ -370,11 +394,7 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
         drop_text, drop_image = u < 2 * p_drop, (u >= p_drop) & (u < 3 * p_drop)
         cond = torch.where(drop_text[:, None, None], head.null(emb).expand_as(cond), cond)
         src = image_conditioning(unet, b["src"]) * (~drop_image).float()[:, None, None, None]
-        noise = torch.randn(b["tgt"].shape, generator=gen).to(device)
-        t = torch.randint(0, alphas.shape[0], (recipe.batch_size,), generator=gen)
-        a = alphas[t].view(-1, 1, 1, 1).to(device)
-        t = t.to(device)
-        noisy = a.sqrt() * b["tgt"] + (1 - a).sqrt() * noise
+        noisy, t, a, noise = noised(b["tgt"])
         pred = unet(torch.cat([noisy, src], 1), t, encoder_hidden_states=cond).sample
         # the UNet's own parametrisation (the EditWorld ip2p UNet predicts v on a zero-terminal-SNR schedule)
         target = a.sqrt() * noise - (1 - a).sqrt() * b["tgt"] if v_pred else noise
