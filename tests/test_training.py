@@ -335,6 +335,10 @@ def test_ip2p_pool_mixes_families_and_can_read_referring_rewrites(tmp_path):
     assert all(training_text(s, "rewrite") == s.rewrite != s.instruction for s in referring)
     assert all(training_text(s, "instruction") == s.instruction for s in referring)
     assert all(training_text(s, "rewrite") == s.instruction for s in pool if s not in referring)
+    explicit = [(i, s) for i, s in enumerate(pool) if s not in referring and s.rewrite != s.instruction]
+    assert all(training_text(s, "instruction", "rewrite", i) == s.rewrite for i, s in explicit)
+    both = [training_text(s, "rewrite", "both", i) == s.rewrite for i, s in explicit]
+    assert both == [i % 2 == 0 for i, _ in explicit] and 0 < sum(both) < len(both)
     with pytest.raises(ValueError, match="outside types"):
         IP2PRecipe(out=tmp_path, types="explicit", type_weights={"spatial": 2})
     with pytest.raises(ValueError, match="unknown EditWorld edit type 'referrin'"):

@@ -35,6 +35,10 @@ class IP2PRecipe(EditkitModel):
     referring_text: Literal["instruction", "rewrite"] = Field(
         "instruction", description="Text of referring samples: their own instruction, or their explicit rewrite "
         "(what MGIE's LLM writes for the UNet; the model then never sees the referring wording itself).")
+    explicit_text: Literal["instruction", "rewrite", "both"] = Field(
+        "instruction", description="Text of explicit samples: their own instruction, their explicit rewrite (the "
+        "canonical wording MGIE's LLM writes), or 'both': every other explicit sample of the pool reads its "
+        "rewrite, so the UNet learns the rewrite wording without forgetting the users' phrasing.")
     type_weights: dict[str, float] | None = Field(
         None, description="Share of the pool per edit type, e.g. '{\"recolour\": 3, \"add\": 3}' (types not named "
         "weigh 1); the pool is built type by type so the hard edits get more distinct samples. Default: uniform.",
@@ -119,11 +123,14 @@ def recipe_types(types: str) -> tuple[str, ...]:
     return resolve_types([t.strip() for t in types.split("+") if t.strip()])
 
 
-def training_text(sample, referring_text: str) -> str:
-    """What the text encoder reads for one training sample."""
+def training_text(sample, referring_text: str, explicit_text: str = "instruction", index: int = 0) -> str:
+    """What the text encoder reads for one training sample (``index``: its place in the pool)."""
     from ..editworld.edit_types import FAMILY_OF
 
-    if referring_text == "rewrite" and FAMILY_OF.get(sample.edit_type) == "referring":
+    family = FAMILY_OF.get(sample.edit_type)
+    if family == "referring" and referring_text == "rewrite":
+        return sample.rewrite
+    if family == "explicit" and (explicit_text == "rewrite" or (explicit_text == "both" and index % 2 == 0)):
         return sample.rewrite
     return sample.instruction
 
@@ -188,7 +195,8 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
         tokenizer = AutoTokenizer.from_pretrained(Path(recipe.init) / "tokenizer")
     else:
         tokenizer = word_tokenizer(editworld.vocabulary(), max_length=32)
-    ids = tokenizer([training_text(s, recipe.referring_text) for s in samples], padding="max_length", truncation=True,
+    texts = [training_text(s, recipe.referring_text, recipe.explicit_text, i) for i, s in enumerate(samples)]
+    ids = tokenizer(texts, padding="max_length", truncation=True,
                     max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
     null_ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
                          return_tensors="pt").input_ids
