@@ -1,6 +1,8 @@
 """Shared latent-diffusion backend: guidance, modes, hooks, inversion, batching, sizes, loading."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -445,3 +447,22 @@ def test_sdxl_hub_ids_are_detected_from_their_model_index(monkeypatch):
 
     monkeypatch.setattr(DiffusionPipeline, "load_config", classmethod(unreadable))
     assert not _has_second_text_encoder("org/sdxl")
+
+
+def test_word_tokenizers_drop_punctuation_their_vocabulary_lacks():
+    """A trailing period (MGIE's cleaned expressive instruction ends with one) must not become an unknown token
+    the tiny text encoder never saw; punctuation the vocabulary has, and reference tokens, stay."""
+    from transformers import AutoTokenizer
+
+    from editkit.backend.tiny import word_tokenizer
+
+    tok = word_tokenizer(["make", "it", "brighter", ",", "[image1]"])
+    assert tok("Make it brighter.").input_ids == tok("make it brighter").input_ids
+    assert tok.tokenize("make it, [image1]!") == ["make", "it", ",", "[image1]"]
+    assert tok.tokenize("make it ?x") == ["make", "it", "<unk>"]  # unknown words still show
+    from editkit.backend.components import resolve_source
+
+    committed = AutoTokenizer.from_pretrained(Path(resolve_source("editworld")) / "tokenizer")
+    text = "replace the large red square at the top left with a large red circle"
+    assert committed(text + ".").input_ids == committed(text).input_ids
+    assert committed.unk_token_id not in committed(text).input_ids

@@ -219,3 +219,44 @@ def test_unset_guidance_takes_the_checkpoints_sampling_section(weights, tmp_path
         g.load(backends)  # one cache for all three: each folder keeps its own recommendation
         cond = g.conditioning(hidden)
         assert (cond.text_scale, cond.image_scale) == expected
+
+
+def test_expressive_text_conditioning_is_the_lgie_ablation(weights, monkeypatch, tmp_path):
+    """conditioning='expressive_text' (the paper's LGIE): the UNet reads the text encoder's states of the
+    expressive instruction the LLM wrote, and the null branch is the empty prompt; the edit head is bypassed."""
+    import json
+    import shutil
+
+    from editkit.backend.tiny import save_components, tiny_components
+
+    with pytest.raises(GuideLoadError, match="cannot load text_encoder"):  # the random folder's shell has none
+        MGIEGuide(model=str(weights), conditioning="expressive_text").load(BackendCache())
+    # the committed layout: the shell is an ip2p folder with a text encoder, the UNet the folder's own
+    weights = shutil.copytree(weights, tmp_path / "w")
+    save_components(tiny_components(3), tmp_path / "ip2p")
+    config = json.loads((weights / "mgie_config.json").read_text())
+    config["diffusion"] = {"pipeline": "../ip2p", "unet": "./unet"}
+    (weights / "mgie_config.json").write_text(json.dumps(config))
+    backends = BackendCache()
+    mgie = MGIEGuide(model=str(weights), steps=2, max_new_tokens=16, progress=False)
+    lgie = MGIEGuide(model=str(weights), steps=2, max_new_tokens=16, progress=False, conditioning="expressive_text")
+    mgie.load(backends)
+    lgie.load(backends)
+    assert mgie.backend is not lgie.backend and mgie.backend.text_encoder is None  # MGIE never loads it
+    assert mgie.backend.unet is not lgie.backend.unet
+    torch.testing.assert_close(lgie.backend.unet.state_dict()["conv_in.weight"],
+                               mgie.backend.unet.state_dict()["conv_in.weight"])  # the same UNet weights
+    for g in (mgie, lgie):
+        monkeypatch.setattr(g.mllm, "logits_processors", [forced(g)])
+    req = EditRequest(**REQ)
+    out = lgie.run_llm(req)
+    assert out.texts == ["make the red circle blue."]
+    cond = lgie.prepare(req)
+    torch.testing.assert_close(cond.cond, lgie.backend.encode_text(["make the red circle blue."]))
+    torch.testing.assert_close(cond.null, lgie.backend.encode_text([""]))
+    head = mgie.prepare(req)
+    assert head.cond.shape[1] == mgie.edit_head.config.num_queries != cond.cond.shape[1]  # the head is bypassed
+    a, b = (g.edit(req).images[0] for g in (mgie, lgie))
+    assert a.size == b.size and np.abs(np.asarray(a, float) - np.asarray(b, float)).max() > 0
+    with pytest.raises(ValueError, match="expressive instructions"):
+        lgie.conditioning(out.hidden)

@@ -72,18 +72,21 @@ def load_components(source: str | Path, *, text: bool = True, unet_subfolder: st
     unet = _load(UNet2DConditionModel, src, unet_subfolder, use_safetensors=True)
     vae = _load(AutoencoderKL, src, "vae", use_safetensors=True)
     scheduler_config = _scheduler_config(src)
-    text_encoder = tokenizer = text_encoder_2 = tokenizer_2 = None
-    if text:
-        from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
+    return Components(unet=unet, vae=vae, scheduler_config=scheduler_config,
+                      extra={"sampling": sampling_defaults(src)}, **(load_text_encoders(src) if text else {}))
 
-        text_encoder = _load(CLIPTextModel, src, "text_encoder", use_safetensors=True)
-        tokenizer = _load(AutoTokenizer, src, "tokenizer")
-        if _has_second_text_encoder(src):
-            text_encoder_2 = _load(CLIPTextModelWithProjection, src, "text_encoder_2", use_safetensors=True)
-            tokenizer_2 = _load(AutoTokenizer, src, "tokenizer_2")
-    return Components(unet=unet, vae=vae, scheduler_config=scheduler_config, text_encoder=text_encoder,
-                      tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
-                      extra={"sampling": sampling_defaults(src)})
+
+def load_text_encoders(src: str) -> dict[str, Any]:
+    """``text_encoder`` and ``tokenizer`` of a diffusers folder or hub id, plus ``text_encoder_2`` and
+    ``tokenizer_2`` for SDXL: keyword arguments of :class:`Components`."""
+    from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
+
+    out = {"text_encoder": _load(CLIPTextModel, src, "text_encoder", use_safetensors=True),
+           "tokenizer": _load(AutoTokenizer, src, "tokenizer")}
+    if _has_second_text_encoder(src):
+        out.update(text_encoder_2=_load(CLIPTextModelWithProjection, src, "text_encoder_2", use_safetensors=True),
+                   tokenizer_2=_load(AutoTokenizer, src, "tokenizer_2"))
+    return out
 
 
 def _has_second_text_encoder(src: str) -> bool:

@@ -78,9 +78,22 @@ def text_config(vocab_size: int, hidden: int = 32, size: str = "test") -> dict:
                 eos_token_id=3, projection_dim=hidden)
 
 
+def word_normalizer(vocab: Iterable[str]):
+    """Lowercase, and drop the punctuation marks the vocabulary has no token for ("make it brighter." reads
+    as "make it brighter", not with an unknown token at the end). Brackets stay: they make reference tokens
+    such as ``[image1]``."""
+    import re
+
+    from tokenizers import Regex, normalizers
+
+    kept = "".join(sorted({w for w in vocab if len(w) == 1 and not w.isalnum() and not w.isspace()} | {"[", "]"}))
+    return normalizers.Sequence([normalizers.Lowercase(),
+                                 normalizers.Replace(Regex(rf"[^\w\s{re.escape(kept)}]"), " ")])
+
+
 def word_tokenizer(words: Iterable[str], max_length: int = 24):
     """A word-level fast tokenizer (lowercase, punctuation split) built offline from a vocabulary."""
-    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers import Regex, Tokenizer, pre_tokenizers, processors
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
 
@@ -89,7 +102,7 @@ def word_tokenizer(words: Iterable[str], max_length: int = 24):
         if w not in vocab:
             vocab[w] = len(vocab)
     tk = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
-    tk.normalizer = normalizers.Lowercase()
+    tk.normalizer = word_normalizer(vocab)
     tk.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(r"\[\w+\]|[^\w\s]"), behavior="isolated")]
     )

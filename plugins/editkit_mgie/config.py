@@ -21,6 +21,10 @@ class MGIEConfig(SamplingConfig, DualGuidanceConfig, DiffusionGuideConfig):
     no_repeat_ngram_size: int | None = Field(
         None, ge=0, le=16, description="Ban repeated n-grams while decoding (0: off); None: the checkpoint's value "
         "(official 3; tiny EditWorld 0, since rewrites repeat 3-grams of the prompt).")
+    conditioning: Literal["visual_tokens", "expressive_text"] = Field(
+        "visual_tokens", description="What conditions the UNet: 'visual_tokens' (MGIE: the edit head over the [IMG] "
+        "states, null edit_head(0, EMB)) or 'expressive_text' (the paper's LGIE ablation: the expressive instruction "
+        "through the pipeline's text encoder, null the empty prompt; the edit head is not used).")
     resolution: int = Field(
         0, ge=0, le=4096, description="0: edit at the native size (demo.ipynb). N > 0: centre-crop to a square and "
         "resize to N x N first, as the author's app.py does with 512 (the output then has that size).")

@@ -53,11 +53,13 @@ class MGIEGuide(Guide):
         # One backend per (shell, UNet weights, recommended guidance): a second mgie guide with other options
         # shares it, and the shell's own UNet and text encoder are never loaded.
         sampling = (parts.config or {}).get("sampling", {})
+        text = cfg.conditioning == "expressive_text"  # LGIE also needs the shell's text encoder
         self.backend = backends.get(parts.pipeline, device=cfg.device, dtype=cfg.dtype,
-                                    loader=diffusion_loader(parts.unet, sampling),
-                                    key=f"mgie:{parts.unet}:{json.dumps(sampling, sort_keys=True)}")
+                                    loader=diffusion_loader(parts.unet, sampling, text=text),
+                                    key=f"mgie:{parts.unet}:{json.dumps(sampling, sort_keys=True)}:text={text}")
         with torch.inference_mode():
-            self._null = self.edit_head.null(self.emb)  # edit_head(zeros, EMB), computed once
+            # edit_head(zeros, EMB) (LGIE: the empty prompt), computed once
+            self._null = self.backend.encode_text([""]) if text else self.edit_head.null(self.emb)
 
     def _check_llm_options(self) -> None:
         if self.config.compile_llm and self.config.llm_cache != "static":
@@ -99,15 +101,23 @@ class MGIEGuide(Guide):
         """The LLM stage: expressive instructions and the [IMG] hidden states of the whole batch."""
         return self.mllm.run(request.images, request.instructions, **self.generation_options())
 
-    def conditioning(self, hidden) -> Conditioning:
+    def conditioning(self, hidden, texts: list[str] | None = None) -> Conditioning:
+        """The UNet conditioning of a batch: the edit head over the [IMG] states ``hidden``, or with
+        ``conditioning='expressive_text'`` the text encoder over the expressive instructions ``texts``."""
         import torch
 
-        with torch.inference_mode():
-            cond = self.edit_head(hidden.to(self.emb.dtype), self.emb)
+        if self.config.conditioning == "expressive_text":
+            if texts is None:
+                raise ValueError("conditioning='expressive_text' needs the expressive instructions")
+            cond = self.backend.encode_text(list(texts))
+        else:
+            with torch.inference_mode():
+                cond = self.edit_head(hidden.to(self.emb.dtype), self.emb)
         return Conditioning(cond=cond, null=self._null, mode="ip2p", **self.dual_guidance_scales())
 
     def prepare(self, request: EditRequest) -> Conditioning:
-        return self.conditioning(self.run_llm(request).hidden)
+        out = self.run_llm(request)
+        return self.conditioning(out.hidden, out.texts)
 
     def _resize(self, request: EditRequest) -> EditRequest:
         n = self.config.resolution
@@ -132,7 +142,7 @@ class MGIEGuide(Guide):
         out = self.run_llm(request)
         timings["llm"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        cond = self.conditioning(out.hidden)
+        cond = self.conditioning(out.hidden, out.texts)
         timings["edit_head"] = time.perf_counter() - t0
         timings["prepare"] = timings["llm"] + timings["edit_head"]
         sampling = self.sampling_options()

@@ -173,15 +173,17 @@ def _load_editkit(path: Path, device: str, dtype: torch.dtype, quantize: str) ->
                   pipeline=pipeline, unet=unet, config=config)
 
 
-def diffusion_loader(unet: str, sampling: dict[str, Any] | None = None):
+def diffusion_loader(unet: str, sampling: dict[str, Any] | None = None, *, text: bool = False):
     """A ``BackendCache`` loader: VAE + scheduler (+ UNet config) from the shell, UNet weights from ``unet``
     (a diffusers folder, or a state-dict file swapped into the shell's UNet: the official ``unet.pt``).
-    The shell's UNet weights are never read and its text encoder is never loaded. ``sampling`` (the
-    checkpoint's recommended guidance, ``sampling`` in mgie_config.json) becomes the backend's recommendation."""
+    The shell's UNet weights are never read, and its text encoder is loaded only with ``text`` (the LGIE
+    ablation). ``sampling`` (the checkpoint's recommended guidance, ``sampling`` in mgie_config.json) becomes
+    the backend's recommendation."""
     def load_fn(src: str):
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
-        from editkit.backend.components import Components, _load, _scheduler_config, sampling_settings
+        from editkit.backend.components import (Components, _load, _scheduler_config, load_text_encoders,
+                                                sampling_settings)
 
         upath = Path(unet)
         if upath.is_dir():
@@ -204,7 +206,8 @@ def diffusion_loader(unet: str, sampling: dict[str, Any] | None = None):
                                      f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         vae = _load(AutoencoderKL, src, "vae", use_safetensors=None)  # the hub shell may only have .bin
         recommended = sampling_settings(sampling or {}, "guide 'mgie': 'sampling' in mgie_config.json")
+        encoders = load_text_encoders(src) if text else {}
         return Components(unet=unet_model, vae=vae, scheduler_config=_scheduler_config(src),
-                          extra={"sampling": recommended})
+                          extra={"sampling": recommended}, **encoders)
 
     return load_fn
