@@ -454,14 +454,13 @@ def test_word_tokenizers_drop_punctuation_their_vocabulary_lacks():
     the tiny text encoder never saw; punctuation the vocabulary has, and reference tokens, stay."""
     from transformers import AutoTokenizer
 
+    from editkit.backend.components import resolve_source
     from editkit.backend.tiny import word_tokenizer
 
     tok = word_tokenizer(["make", "it", "brighter", ",", "[image1]"])
     assert tok("Make it brighter.").input_ids == tok("make it brighter").input_ids
     assert tok.tokenize("make it, [image1]!") == ["make", "it", ",", "[image1]"]
     assert tok.tokenize("make it ?x") == ["make", "it", "<unk>"]  # unknown words still show
-    from editkit.backend.components import resolve_source
-
     committed = AutoTokenizer.from_pretrained(Path(resolve_source("editworld")) / "tokenizer")
     text = "replace the large red square at the top left with a large red circle"
     assert committed(text + ".").input_ids == committed(text).input_ids
