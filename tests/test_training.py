@@ -197,6 +197,33 @@ def test_type_weights_split_the_pool_exactly_and_reject_unknown_types(tmp_path):
         validate_config("train ip2p", IP2PRecipe, {"out": str(tmp_path), "type_weights": {"colour": 2}})
 
 
+def test_referring_action_weights_thin_referring_samples_by_action(tmp_path):
+    from collections import Counter
+
+    import pytest
+
+    from editkit.editworld.edit_types import REFERRING_TYPES
+    from editkit.training.ip2p import training_pool
+
+    only_replace = IP2PRecipe(out=tmp_path, pool=30, types="explicit+referring",
+                              referring_action_weights={"replace": 1, "move": 0, "recolour": 0, "remove": 0})
+    pool = training_pool(only_replace)
+    referring = [s for s in pool if s.edit_type in REFERRING_TYPES]
+    explicit = Counter(s.action for s in pool if s.edit_type not in REFERRING_TYPES)
+    assert len(pool) == 30 and len(referring) == 8  # 13 types share 30: 4 referring types x 2
+    assert {s.action for s in referring} == {"replace"} and len(explicit) > 1  # explicit types untouched
+    skewed = training_pool(IP2PRecipe(out=tmp_path, pool=400, types="referring",
+                                      referring_action_weights={"replace": 4}))
+    actions = Counter(s.action for s in skewed)  # replace 4 of 7 expected: 229 of 400
+    assert len(skewed) == 400 and actions["replace"] > 170 and all(actions[a] < 100 for a in ("move", "remove"))
+    assert [s.id for s in skewed] == [s.id for s in training_pool(IP2PRecipe(
+        out=tmp_path, pool=400, types="referring", referring_action_weights={"replace": 4}))]  # seeded
+    with pytest.raises(ValueError, match="unknown referring action 'resize'"):
+        IP2PRecipe(out=tmp_path, referring_action_weights={"resize": 2})
+    with pytest.raises(ValueError, match="every action weight 0"):
+        IP2PRecipe(out=tmp_path, referring_action_weights={a: 0 for a in ("recolour", "remove", "replace", "move")})
+
+
 def test_train_accepts_no_progress_among_the_recipe_options(monkeypatch, tmp_path):
     import editkit.training.clip as clip_module
     from editkit.cli import main

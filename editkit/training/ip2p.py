@@ -43,6 +43,11 @@ class IP2PRecipe(EditkitModel):
         None, description="Share of the pool per edit type, e.g. '{\"recolour\": 3, \"add\": 3}' (types not named "
         "weigh 1); the pool is built type by type so the hard edits get more distinct samples. Default: uniform.",
     )
+    referring_action_weights: dict[str, float] | None = Field(
+        None, description="Relative share of each object action (recolour, remove, replace, move) within the "
+        "referring types, e.g. '{\"replace\": 3}' (actions not named weigh 1): referring samples are drawn from the "
+        "generator's uniform stream and kept with probability weight / largest weight. Default: uniform.",
+    )
     dropout: float = Field(0.05, ge=0, le=0.3, description="Conditioning dropout probability per pattern.")
     min_snr_gamma: float = Field(5.0, gt=0, le=1000, description="Min-SNR loss weighting gamma.")
     snr_floor: float = Field(0.05, gt=0, le=10, description="Lower bound of the SNR in the loss weight.")
@@ -101,6 +106,20 @@ class IP2PRecipe(EditkitModel):
                 raise ValueError(f"weight of {name!r} must be >= 0, got {weight}")
         return value
 
+    @field_validator("referring_action_weights")
+    @classmethod
+    def _known_actions(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        from ..editworld.edit_types import REFERRING_ACTIONS
+
+        for name, weight in (value or {}).items():
+            if name not in REFERRING_ACTIONS:
+                raise ValueError(f"unknown referring action {name!r}; use one of: {', '.join(REFERRING_ACTIONS)}")
+            if not weight >= 0:
+                raise ValueError(f"weight of action {name!r} must be >= 0, got {weight}")
+        if value and max(value.get(a, 1.0) for a in REFERRING_ACTIONS) <= 0:
+            raise ValueError("referring_action_weights gives every action weight 0")
+        return value
+
     @model_validator(mode="after")
     def _weights_within_types(self) -> "IP2PRecipe":
         try:
@@ -137,22 +156,41 @@ def training_text(sample, referring_text: str, explicit_text: str = "instruction
 
 def training_pool(recipe: IP2PRecipe) -> list:
     """The in-memory EditWorld training samples: ``recipe.pool`` of ``recipe.types``, uniform over the edit
-    types, or split among them by ``recipe.type_weights`` (largest-remainder rounding, so the total is exact)."""
+    types, or split among them by ``recipe.type_weights`` (largest-remainder rounding, so the total is exact);
+    referring samples follow ``recipe.referring_action_weights`` when given."""
     from .. import editworld
 
-    if not recipe.type_weights:
-        return editworld.generate("train", recipe.pool, seed=recipe.seed, types=recipe_types(recipe.types),
-                                  size=recipe.image_size)
     types = recipe_types(recipe.types)
-    weights = np.array([recipe.type_weights.get(t, 1.0) for t in types], dtype=float)
+    if not recipe.type_weights and not recipe.referring_action_weights:
+        return editworld.generate("train", recipe.pool, seed=recipe.seed, types=types, size=recipe.image_size)
+    weights = np.array([(recipe.type_weights or {}).get(t, 1.0) for t in types], dtype=float)
     share = weights / weights.sum() * recipe.pool
     counts = np.floor(share).astype(int)
     for i in np.argsort(-(share - counts))[: recipe.pool - counts.sum()]:
         counts[i] += 1
     samples = []
     for t, n in zip(types, counts):
-        samples += editworld.generate("train", int(n), seed=recipe.seed, types=t, size=recipe.image_size)
+        samples += _samples_of_type(recipe, t, int(n))
     return samples
+
+
+def _samples_of_type(recipe: IP2PRecipe, edit_type: str, count: int) -> list:
+    """``count`` training samples of one edit type; referring ones thinned by action weight (seeded)."""
+    from .. import editworld
+    from ..editworld.edit_types import FAMILY_OF, REFERRING_ACTIONS
+
+    if not recipe.referring_action_weights or FAMILY_OF.get(edit_type) != "referring" or count == 0:
+        return editworld.generate("train", count, seed=recipe.seed, types=edit_type, size=recipe.image_size)
+    weights = {a: recipe.referring_action_weights.get(a, 1.0) for a in REFERRING_ACTIONS}
+    top = max(weights.values())
+    rng = np.random.default_rng([recipe.seed, count])
+    kept = []
+    for sample in editworld.iter_samples("train", recipe.seed, edit_type, recipe.image_size):
+        if rng.random() < weights[sample.action] / top:
+            kept.append(sample)
+            if len(kept) == count:
+                return kept
+    return kept
 
 
 @torch.no_grad()
