@@ -347,3 +347,39 @@ def test_phase_2_distillation_through_the_frozen_unet_moves_the_head_and_never_t
         assert all(torch.equal(got[k], want[k]) for k in want)
     assert res["align_distill_mse"] > 0
     assert any(not torch.equal(heads[0.0][k], heads[1000.0][k]) for k in heads[0.0])  # the distillation moved it
+
+
+def test_a_trained_unet_is_stored_in_float16_and_trained_on_in_float32(tmp_path):
+    """Phase 3 with the UNet trained and --storage-dtype float16 writes a half-size UNet; the guide runs it in
+    float32, and both trainers continue from float16 folders in float32."""
+    from safetensors import safe_open
+
+    from editkit.training.ip2p import IP2PRecipe, train_ip2p
+    from editkit.training.mgie import MGIERecipe, train_mgie
+
+    ip2p = save_components(tiny_components(0), tmp_path / "ip2p")
+    common = dict(ip2p=ip2p, size="test", image_size=32, pool=8, pretrain_batch_size=4, batch_size=4, eval_count=0)
+    train_mgie(MGIERecipe(out=tmp_path / "a", pretrain_steps=1, align_steps=0, steps=1, train_unet=True,
+                          storage_dtype="float16", **common), progress=False)
+    unet_file = "unet/diffusion_pytorch_model.safetensors"
+    with safe_open(str(tmp_path / "a" / unet_file), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+    assert (tmp_path / "a" / unet_file).stat().st_size < 0.6 * (ip2p / unet_file).stat().st_size
+    guide = MGIEGuide(model=str(tmp_path / "a"), steps=1, progress=False)
+    guide.load(BackendCache())
+    assert {p.dtype for p in guide.backend.unet.parameters()} == {torch.float32}
+    res = train_mgie(MGIERecipe(out=tmp_path / "b", init=tmp_path / "a", unet_from="init", pretrain_steps=0,
+                                align_steps=0, steps=1, train_unet=True, **common), progress=False)
+    assert np.isfinite(res["final_mse"])
+    with safe_open(str(tmp_path / "b" / unet_file), "pt") as f:  # float32 again: storage_dtype's default
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
+    # the ip2p trainer continues a float16 UNet in float32 too
+    half = save_components(tiny_components(0), tmp_path / "half")
+    from diffusers import UNet2DConditionModel
+
+    UNet2DConditionModel.from_pretrained(half / "unet").half().save_pretrained(half / "unet")
+    res = train_ip2p(IP2PRecipe(out=half, init=half, steps=1, batch_size=2, pool=8, image_size=32,
+                                train_text=False, save_every=1), progress=False)
+    assert np.isfinite(res["final_loss"])
+    with safe_open(str(half / unet_file), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}

@@ -386,6 +386,7 @@ def train_any2pix(recipe: Any2PixRecipe, progress: bool = True) -> dict[str, Any
     samples = group_samples("train", recipe.pool, recipe.seed, recipe.types, recipe.image_size)
     embeds = embed_samples(encoder, samples, recipe.norm)
     comps = load_components(str(recipe.ip2p))
+    comps.unet = comps.unet.float()  # the committed UNet is stored in float16; train in float32
     for module in (comps.vae, comps.text_encoder):
         module.eval().requires_grad_(False)
     log.write(pool=len(samples), embed_dim=int(embeds["target"].shape[1]))

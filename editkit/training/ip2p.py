@@ -242,7 +242,7 @@ def train_ip2p(recipe: IP2PRecipe, progress: bool = True) -> dict:
 
     if recipe.init is not None:
         text_encoder = frozen or CLIPTextModel.from_pretrained(Path(recipe.init) / "text_encoder")
-        unet = UNet2DConditionModel.from_pretrained(Path(recipe.init) / "unet")
+        unet = UNet2DConditionModel.from_pretrained(Path(recipe.init) / "unet").float()  # stored float16 or float32
     else:
         text_encoder = frozen or CLIPTextModel(CLIPTextConfig(**text_config(len(tokenizer), size="editworld")))
         unet = UNet2DConditionModel(**unet_config(8, cross_attention_dim=text_encoder.config.hidden_size,

@@ -22,6 +22,7 @@ The UNet and the frozen VAE come from the ip2p recipe's folder (``--ip2p``); the
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -98,8 +99,8 @@ class MGIERecipe(EditkitModel):
         "folder's frozen one) instead of keeping it frozen as LLaVA does; the saved LLM keeps the tuned tower.")
     device: str = Field("cpu", description="Torch device of the models being trained ('cpu', 'cuda').")
     storage_dtype: Literal["float32", "float16"] = Field(
-        "float32", description="Dtype of the saved LLM and edit head (float16 halves the files; they load back in "
-        "the guide's dtype). With --init and no steps in any phase, the run only re-saves the folder.")
+        "float32", description="Dtype of the saved LLM, edit head and trained UNet (float16 halves the files; they "
+        "load back in the guide's dtype). With --init and no steps in any phase, the run only re-saves the folder.")
 
     @field_validator("pretrain_steps")
     @classmethod
@@ -194,7 +195,7 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
     log = RunLog(recipe.out / "logs" / "mgie")
     ip2p = Path(recipe.ip2p)
     vae = AutoencoderKL.from_pretrained(ip2p / "vae").eval().requires_grad_(False)
-    unet = UNet2DConditionModel.from_pretrained(ip2p / "unet")
+    unet = UNet2DConditionModel.from_pretrained(ip2p / "unet").float()  # stored float16 or float32
     scale = float(vae.config.scaling_factor)
     try:
         sched_cfg = _scheduler_config(str(ip2p))
@@ -215,7 +216,7 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
         # trained in float32 whatever the folder stores (the committed LLM is stored in float16)
         model = LlavaForConditionalGeneration.from_pretrained(Path(recipe.init) / "llm", dtype=torch.float32)
         if recipe.unet_from != "ip2p":
-            unet = UNet2DConditionModel.from_pretrained(Path(recipe.init) / "unet")
+            unet = UNet2DConditionModel.from_pretrained(Path(recipe.init) / "unet").float()
         sizes["llm_width"] = model.config.text_config.hidden_size
         processor = CLIPImageProcessor.from_pretrained(Path(recipe.init) / "llm")
     else:
@@ -258,11 +259,12 @@ def train_mgie(recipe: MGIERecipe, progress: bool = True) -> dict[str, Any]:
     sampling = sampling_defaults(ip2p) if unet_is_ip2p else {}
 
     def save(note: str) -> None:
+        dtype = getattr(torch, recipe.storage_dtype)
+        stored_unet = unet if unet_is_ip2p or dtype == unet.dtype else copy.deepcopy(unet).to(dtype)
         layout.save(recipe.out, model=model, tokenizer=tok, image_processor=mllm.image_processor, edit_head=head,
                     emb=model.get_input_embeddings().weight[-n_img:], meta=meta,
-                    components=Components(unet=unet, vae=vae, scheduler_config=sched_cfg), note=note,
-                    extra={"sampling": sampling} if sampling else None,
-                    storage_dtype=getattr(torch, recipe.storage_dtype))
+                    components=Components(unet=stored_unet, vae=vae, scheduler_config=sched_cfg), note=note,
+                    extra={"sampling": sampling} if sampling else None, storage_dtype=dtype)
 
     samples = group_samples("train", recipe.pool, recipe.seed, recipe.types, recipe.image_size)
     val = group_samples("val", recipe.eval_count, recipe.seed, recipe.types, recipe.image_size)
