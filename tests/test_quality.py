@@ -25,7 +25,8 @@ PSNR_FLOOR = 30.0              # measured 31.99 dB on these 24 (UNet run 5, s_T 
 SUCCESS_FLOOR = 0.8            # measured 22/24 on these (84.0% over 200 explicit test edits at 10 steps; run 4: 18/24)
 MGIE_EXPLICIT_FLOOR = 0.8      # expressive exact match on explicit edits: see docs/guides/mgie.md
 MGIE_REFERRING_FLOOR = 0.85    # on referring edits: 45/48 measured (run 9, stop 19; run 8: 39/48; stop 14: 28/48)
-MGIE_LEAD_FLOOR = 0.25         # MGIE 17/24 against ip2p 7/24 on these referring edits (UNet run 11, stop 27): a lead of 0.42
+MGIE_LEAD_FLOOR = 0.4          # MGIE 21/24 against ip2p 7/24 on these referring edits (MGIE run 15, stop 28): a lead of 0.58
+MGIE_REFERRING_EDIT_FLOOR = 0.75  # MGIE's own success on them: 21/24 measured (run 13 on ip2p UNet run 11: 17/24)
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +193,7 @@ def test_committed_any2pix_reads_its_references():
 def test_committed_mgie_edits_referring_scenes_far_better_than_ip2p(ip2p):
     """The paper's claim on EditWorld: the LLM resolves "the only circle" / "the largest object" into the explicit
     edit, so MGIE succeeds where ip2p, reading the referring phrase itself, mostly fails (docs/guides/mgie.md:
-    71.0% against 24.0% on 200 test edits)."""
+    91.0% against 23.5% on 200 test edits)."""
     from editkit_mgie.layout import CONFIG_FILE, EDITWORLD_MGIE
 
     if not (EDITWORLD_MGIE / CONFIG_FILE).is_file():
@@ -203,4 +204,4 @@ def test_committed_mgie_edits_referring_scenes_far_better_than_ip2p(ip2p):
                           instructions=[s.instruction for s in samples], seed=0)
     rates = {name: np.mean([edit_success(np.asarray(o), s) for o, s in zip(g.edit(request).images, samples)])
              for name, g in (("mgie", mgie), ("ip2p", ip2p))}
-    assert rates["mgie"] >= rates["ip2p"] + MGIE_LEAD_FLOOR, rates
+    assert rates["mgie"] >= MGIE_REFERRING_EDIT_FLOOR and rates["mgie"] >= rates["ip2p"] + MGIE_LEAD_FLOOR, rates
