@@ -340,7 +340,9 @@ def _eps_and_x0(out: torch.Tensor, x: torch.Tensor, alpha_bar: torch.Tensor, pre
 def _place(module, device: torch.device, dtype: torch.dtype):
     module = module.to(device)
     if next(module.parameters()).dtype != dtype:
-        module = module.to(dtype=dtype)
+        # torch's own cast: diffusers' ``to`` override warns on every dtype change (the committed UNets are
+        # stored in float16 and run in float32 on the CPU)
+        module = torch.nn.Module.to(module, dtype=dtype)
     return module.eval().requires_grad_(False)
 
 
