@@ -99,23 +99,14 @@ class IP2PRecipe(EditkitModel):
     def _known_types(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         from ..editworld import EDIT_TYPES
 
-        for name, weight in (value or {}).items():
-            if name not in EDIT_TYPES:
-                raise ValueError(f"unknown EditWorld edit type {name!r}; use one of: {', '.join(EDIT_TYPES)}")
-            if not weight >= 0:
-                raise ValueError(f"weight of {name!r} must be >= 0, got {weight}")
-        return value
+        return _checked_weights(value, EDIT_TYPES, "EditWorld edit type")
 
     @field_validator("referring_action_weights")
     @classmethod
     def _known_actions(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         from ..editworld.edit_types import REFERRING_ACTIONS
 
-        for name, weight in (value or {}).items():
-            if name not in REFERRING_ACTIONS:
-                raise ValueError(f"unknown referring action {name!r}; use one of: {', '.join(REFERRING_ACTIONS)}")
-            if not weight >= 0:
-                raise ValueError(f"weight of action {name!r} must be >= 0, got {weight}")
+        value = _checked_weights(value, REFERRING_ACTIONS, "referring action")
         if value and max(value.get(a, 1.0) for a in REFERRING_ACTIONS) <= 0:
             raise ValueError("referring_action_weights gives every action weight 0")
         return value
@@ -133,6 +124,16 @@ class IP2PRecipe(EditkitModel):
             if sum(self.type_weights.get(t, 1.0) for t in types) <= 0:
                 raise ValueError("type_weights gives every edit type weight 0")
         return self
+
+
+def _checked_weights(value: dict[str, float] | None, known, what: str) -> dict[str, float] | None:
+    """A ``{name: weight}`` option: every name among ``known``, every weight >= 0."""
+    for name, weight in (value or {}).items():
+        if name not in known:
+            raise ValueError(f"unknown {what} {name!r}; use one of: {', '.join(known)}")
+        if not weight >= 0:
+            raise ValueError(f"weight of {name!r} must be >= 0, got {weight}")
+    return value
 
 
 def recipe_types(types: str) -> tuple[str, ...]:
