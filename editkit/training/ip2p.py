@@ -10,6 +10,7 @@ tokenizer built from the EditWorld vocabulary.
 from __future__ import annotations
 
 import copy
+import itertools
 from pathlib import Path
 from typing import Literal
 
@@ -185,13 +186,8 @@ def _samples_of_type(recipe: IP2PRecipe, edit_type: str, count: int) -> list:
     weights = {a: recipe.referring_action_weights.get(a, 1.0) for a in REFERRING_ACTIONS}
     top = max(weights.values())
     rng = np.random.default_rng([recipe.seed, count])
-    kept = []
-    for sample in editworld.iter_samples("train", recipe.seed, edit_type, recipe.image_size):
-        if rng.random() < weights[sample.action] / top:
-            kept.append(sample)
-            if len(kept) == count:
-                return kept
-    return kept
+    stream = editworld.iter_samples("train", recipe.seed, edit_type, recipe.image_size)  # endless
+    return list(itertools.islice((s for s in stream if rng.random() < weights[s.action] / top), count))
 
 
 @torch.no_grad()
